@@ -1,0 +1,177 @@
+"""The file formats: full training state (resume) and the exported generator (sampling, evaluation).
+
+Training state: `checkpoints/step_NNNNNN.pt`, a torch.save of tensors and plain Python values only,
+loaded with weights_only=True so that loading never runs code from the file.
+Exported generator: `generator.safetensors` (weights) + `generator.json` (the model and data config
+sections it was built from). Every write goes to a temporary file that is renamed into place, so a
+half-written file never replaces a good one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from gankit.errors import GankitError
+
+CHECKPOINT_PATTERN = re.compile(r"^step_(\d{6,})\.pt$")
+GENERATOR_FORMAT = "gankit-generator"
+GENERATOR_VERSION = 1
+
+
+def atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    """Calls write(tmp_path) on a temporary file beside path, flushes it to disk, then renames it
+    over path. On any failure the temporary file is removed and path is untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+
+
+def checkpoint_path(run_dir: Path, step: int) -> Path:
+    return Path(run_dir) / "checkpoints" / f"step_{step:06d}.pt"
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first (temporary files are never listed)."""
+    folder = Path(run_dir) / "checkpoints"
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := CHECKPOINT_PATTERN.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def save_training_state(path: Path, state: dict[str, Any]) -> None:
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def prune_checkpoints(run_dir: Path, keep: int) -> None:
+    for old in list_checkpoints(run_dir)[:-keep]:
+        old.unlink(missing_ok=True)
+
+
+def load_training_state(path: Path) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise GankitError(f"checkpoint {path} does not exist") from None
+    except Exception as err:  # unpickling refused or a damaged file: never fall back to a full unpickler
+        raise GankitError(
+            f"checkpoint {path} cannot be loaded safely ({type(err).__name__}: {str(err).splitlines()[0][:300]}); "
+            "it is damaged or holds more than tensors and plain values"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != "gankit-training-state":
+        raise GankitError(f"{path} is not a gankit training checkpoint")
+    return state
+
+
+def load_state_into(module: nn.Module, state: dict, what: str, source: Path) -> None:
+    """load_state_dict with a message that says the checkpoint belongs to another architecture."""
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError) as err:
+        first = str(err).splitlines()
+        detail = " ".join(line.strip() for line in first[:3])[:400]
+        raise GankitError(
+            f"{source}: the {what} weights do not fit this model (a checkpoint of another architecture "
+            f"or size?): {detail}"
+        ) from None
+
+
+# ---- exported generator -------------------------------------------------------------------------
+
+def export_generator(run_dir: Path, generator: nn.Module, model_cfg: dict, data_cfg: dict, step: int) -> None:
+    """Writes generator.safetensors + generator.json into run_dir."""
+    from safetensors.torch import save_file
+
+    run_dir = Path(run_dir)
+    weights = {k: v.detach().cpu().contiguous() for k, v in generator.state_dict().items()}
+    meta = {"format": GENERATOR_FORMAT, "version": GENERATOR_VERSION, "step": step,
+            "model": model_cfg, "data": data_cfg}
+    atomic_write(run_dir / "generator.safetensors", lambda tmp: save_file(weights, tmp))
+    atomic_write(run_dir / "generator.json", lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
+
+
+def resolve_generator_files(source: str | Path) -> tuple[Path, Path]:
+    """(json, safetensors) of a run folder, an export folder, or either file of an export."""
+    source = Path(source)
+    if source.is_dir():
+        base = source / "generator"
+    elif source.suffix in (".json", ".safetensors"):
+        base = source.with_suffix("")
+    else:
+        raise GankitError(f"{source} is neither a run folder nor an exported generator (.safetensors/.json)")
+    json_path, weights_path = base.with_suffix(".json"), base.with_suffix(".safetensors")
+    for p in (json_path, weights_path):
+        if not p.is_file():
+            raise GankitError(f"{p} not found: train the run first or export it with `gankit export`")
+    return json_path, weights_path
+
+
+def load_generator(source: str | Path, device: str | torch.device = "cpu"):
+    """Builds the exported generator of a run or export folder. Returns (generator in eval mode, meta)
+    where meta holds the validated `model` and `data` config sections and the `step`."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from gankit.config import DataConfig, ModelConfig
+    from gankit.models import build_generator
+
+    json_path, weights_path = resolve_generator_files(source)
+    try:
+        meta = json.loads(json_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise GankitError(f"{json_path} is not valid JSON: {err}") from None
+    if not isinstance(meta, dict) or meta.get("format") != GENERATOR_FORMAT:
+        raise GankitError(f"{json_path} is not a gankit generator description")
+    if meta.get("version") != GENERATOR_VERSION:
+        raise GankitError(f"{json_path} has version {meta.get('version')!r}; this gankit reads {GENERATOR_VERSION}")
+    from pydantic import ValidationError
+
+    try:
+        model_cfg = ModelConfig.model_validate(meta.get("model"))
+        data_cfg = DataConfig.model_validate(meta.get("data"))
+    except ValidationError as err:
+        raise GankitError(f"{json_path} describes an invalid generator: {err.errors()[0]['loc']}: "
+                          f"{err.errors()[0]['msg']}") from None
+    generator = build_generator(model_cfg, data_cfg)
+    try:
+        weights = load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise GankitError(f"{weights_path} is not a readable safetensors file: {err}") from None
+    expected = generator.state_dict()
+    for key, value in weights.items():
+        if key in expected and (value.shape != expected[key].shape or value.dtype != expected[key].dtype):
+            raise GankitError(
+                f"{weights_path}: tensor {key} is {tuple(value.shape)} {value.dtype}, the description in "
+                f"{json_path.name} needs {tuple(expected[key].shape)} {expected[key].dtype}"
+            )
+    load_state_into(generator, weights, "generator", weights_path)
+    generator.to(device).eval()
+    return generator, {"model": model_cfg, "data": data_cfg, "step": int(meta.get("step", 0))}

@@ -1,0 +1,154 @@
+"""Command line: argument parsing and dispatch only."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from gankit.errors import GankitError
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from gankit.training.loop import train
+    from gankit.training.rundir import plan_run
+
+    plan = plan_run(args.config, args.out, args.set, args.resume)
+    result = train(plan.config, plan.run_dir, plan.checkpoint, args.device)
+    if result["interrupted"] is not None:
+        return 128 + int(result["interrupted"])
+    return 0
+
+
+def _cmd_presets(args: argparse.Namespace) -> int:
+    from gankit.config import preset_description, preset_names
+
+    names = preset_names()
+    width = max(len(n) for n in names)
+    for name in names:
+        print(f"{name:<{width}}  {preset_description(name)}")
+    return 0
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    from gankit.sampling import sample_command
+
+    print(sample_command(args.source, args.num, args.seed, args.out, args.out_dir, args.no_ema, args.device))
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from gankit.sampling import export_command
+
+    print(export_command(args.run, args.out))
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from gankit.metrics.command import eval_command
+
+    return eval_command(args)
+
+
+def _cmd_interpolate(args: argparse.Namespace) -> int:
+    from gankit.viz.interpolate import interpolate_command
+
+    return interpolate_command(args)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from gankit.viz.report import report_command
+
+    return report_command(args)
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from gankit.prepare import prepare_command
+
+    return prepare_command(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gankit", description="Train, sample and evaluate GANs.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train from a YAML config or a preset (or continue a run folder)")
+    p.add_argument("config", metavar="CONFIG", help="YAML file, preset name (see `gankit presets`) or run folder")
+    p.add_argument("--out", help="run folder (default: runs/<config name>)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set train.steps=2000 (repeatable)")
+    p.add_argument("--resume", default="auto", metavar="auto|never|PATH",
+                   help="auto: continue from the newest checkpoint in the run folder (default); never: refuse "
+                        "a non-empty run folder; PATH: start from that checkpoint")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("presets", help="list the built-in presets")
+    p.set_defaults(func=_cmd_presets)
+
+    p = sub.add_parser("sample", help="generate images (or toy points) from a run or an exported generator")
+    p.add_argument("source", metavar="RUN|FILE")
+    p.add_argument("--num", type=int, default=64, help="how many samples (default 64)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="grid .png (images); .npy points or .png scatter plot (toy runs)")
+    p.add_argument("--out-dir", help="write one PNG per image into this folder instead of a grid")
+    p.add_argument("--no-ema", action="store_true",
+                   help="use the raw generator of the newest checkpoint instead of the EMA export")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.set_defaults(func=_cmd_sample)
+
+    p = sub.add_parser("export", help="write the EMA generator as generator.safetensors + generator.json")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--out", help="folder to write into (default: the run folder)")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("interpolate", help="latent interpolation: lerp, slerp or the 2-D grid")
+    p.add_argument("source", metavar="RUN|FILE")
+    p.add_argument("--mode", default="slerp", choices=["lerp", "slerp", "grid"])
+    p.add_argument("--steps", type=int, default=8, help="images per row (grid: K for a KxK grid)")
+    p.add_argument("--pairs", type=int, default=4, help="rows of lerp/slerp pairs (default 4)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="a .png grid or a .gif animation along a loop of latents")
+    p.add_argument("--no-ema", action="store_true")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.set_defaults(func=_cmd_interpolate)
+
+    p = sub.add_parser("eval", help="compute metrics on a run's generator or on a folder/zip of images")
+    p.add_argument("source", nargs="?", metavar="RUN|FILE", help="a run folder or an exported generator")
+    p.add_argument("--fake", metavar="SOURCE", help="a folder or zip of generated images instead of a generator")
+    p.add_argument("--metrics", required=True, help="comma-separated: swd, ms_ssim, fid, kid, is, pr, "
+                                                    "fd_fmnist, kid_fmnist, modes")
+    p.add_argument("--num-samples", type=int, help="samples per side (default: each metric's protocol)")
+    p.add_argument("--real", metavar="SOURCE", help="real images (default: the run's training data)")
+    p.add_argument("--out", help="write the metrics as one JSON object to this file")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--inception-weights", metavar="PATH", help="local Inception weights for offline machines")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("prepare", help="turn raw datasets into a training-ready dataset")
+    p.add_argument("kind", choices=["celeba", "lsun", "folder", "idx"])
+    p.add_argument("src", metavar="SRC")
+    p.add_argument("dest", metavar="DEST")
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--limit", type=int, help="at most N images")
+    p.add_argument("--crop", default="default", help="celeba: pgan (128x128 box at (89, 121)) or dcgan (centre)")
+    p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
+    p.set_defaults(func=_cmd_prepare)
+
+    p = sub.add_parser("report", help="write RUN/report.html: curves, samples over time, metrics")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--png", action="store_true", help="also write the curves as PNG files")
+    p.set_defaults(func=_cmd_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except GankitError as err:
+        print(f"gankit {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"gankit {args.command}: interrupted", file=sys.stderr)
+        return 130

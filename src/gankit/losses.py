@@ -1,0 +1,92 @@
+"""The objectives and their regularizers, as small functions of discriminator outputs (raw scores).
+
+Every loss is a mean over the batch. `discriminator_loss` and `generator_loss` own the forward
+passes, so the training loop does not know which objective it runs.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gankit.config import LossConfig
+
+
+def d_loss_terms(kind: str, real_out: torch.Tensor, fake_out: torch.Tensor) -> torch.Tensor:
+    """The discriminator's objective (to minimize) from its scores on real and generated samples."""
+    if kind in ("gan", "nsgan"):
+        # -log sigmoid(r) - log(1 - sigmoid(f)), written with softplus for stability.
+        return F.softplus(-real_out).mean() + F.softplus(fake_out).mean()
+    if kind == "lsgan":
+        # Targets b = 1 for real and a = 0 for fake (Mao et al. 2017).
+        return 0.5 * ((real_out - 1) ** 2).mean() + 0.5 * (fake_out**2).mean()
+    if kind in ("wgan", "wgan-gp"):
+        return fake_out.mean() - real_out.mean()
+    if kind == "hinge":
+        return F.relu(1 - real_out).mean() + F.relu(1 + fake_out).mean()
+    raise ValueError(f"unknown loss kind {kind!r}")
+
+
+def g_loss_term(kind: str, fake_out: torch.Tensor) -> torch.Tensor:
+    """The generator's objective (to minimize) from the discriminator's scores on its samples."""
+    if kind == "gan":
+        # The original minimax objective: minimize log(1 - sigmoid(f)) = -softplus(f).
+        return -F.softplus(fake_out).mean()
+    if kind == "nsgan":
+        # The non-saturating variant: maximize log sigmoid(f).
+        return F.softplus(-fake_out).mean()
+    if kind == "lsgan":
+        return 0.5 * ((fake_out - 1) ** 2).mean()
+    if kind in ("wgan", "wgan-gp", "hinge"):
+        return -fake_out.mean()
+    raise ValueError(f"unknown loss kind {kind!r}")
+
+
+def gradient_penalty(discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """WGAN-GP: mean of (||grad_x D(x_hat)||_2 - 1)^2 at x_hat = e*real + (1-e)*fake, e ~ U[0, 1) per sample.
+
+    The gradient comes from autograd.grad on the inputs with create_graph=True, so one ordinary
+    backward of the total loss differentiates through it (this also works under DDP)."""
+    eps = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype)
+    x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
+    scores = discriminator(x_hat)
+    (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)
+    norms = grad.float().flatten(1).norm(2, dim=1)
+    return ((norms - 1) ** 2).mean()
+
+
+def drift_penalty(real_out: torch.Tensor) -> torch.Tensor:
+    """Progressive GAN's drift term: mean D(real)^2, keeping critic scores near zero."""
+    return (real_out.float() ** 2).mean()
+
+
+@torch.no_grad()
+def clip_weights(discriminator: nn.Module, clip: float) -> None:
+    """WGAN: keep every critic parameter in [-clip, clip] after each critic update."""
+    for p in discriminator.parameters():
+        p.clamp_(-clip, clip)
+
+
+def discriminator_loss(cfg: LossConfig, discriminator: nn.Module, real: torch.Tensor,
+                       fake: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The total discriminator loss and its parts (detached) for logging; fake must be detached."""
+    real_out = discriminator(real).float()
+    fake_out = discriminator(fake).float()
+    loss = d_loss_terms(cfg.kind, real_out, fake_out)
+    stats = {"d_loss": loss.detach(), "d_real": real_out.detach().mean(), "d_fake": fake_out.detach().mean()}
+    if cfg.kind == "wgan-gp" and cfg.gp_weight > 0:
+        penalty = gradient_penalty(discriminator, real, fake)
+        loss = loss + cfg.gp_weight * penalty
+        stats["gp"] = penalty.detach()
+    if cfg.drift > 0:
+        drift = drift_penalty(real_out)
+        loss = loss + cfg.drift * drift
+        stats["drift"] = drift.detach()
+    return loss, stats
+
+
+def generator_loss(cfg: LossConfig, discriminator: nn.Module,
+                   fake: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    loss = g_loss_term(cfg.kind, discriminator(fake).float())
+    return loss, {"g_loss": loss.detach()}

@@ -1,0 +1,34 @@
+"""Generator and discriminator builders, chosen by `model.arch`."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from gankit.config import DataConfig, ModelConfig
+
+
+def output_shape(data: DataConfig) -> tuple[int, ...]:
+    """Shape of one generated sample: (2,) for toy points, (C, H, W) for images."""
+    return (2,) if data.is_toy else (data.channels, data.resolution, data.resolution)
+
+
+def build_generator(model: ModelConfig, data: DataConfig) -> nn.Module:
+    if model.arch == "mlp":
+        from gankit.models.mlp import MLPGenerator
+
+        return MLPGenerator(model.z_dim, output_shape(data), model.g_channels, model.hidden_layers,
+                            image_output=not data.is_toy)
+    from gankit.models.dcgan import DCGANGenerator
+
+    return DCGANGenerator(model.z_dim, data.resolution, data.channels, model.g_channels, model.g_upsample)
+
+
+def build_discriminator(model: ModelConfig, data: DataConfig, norm: str) -> nn.Module:
+    """`norm` is the resolved discriminator normalization: batch, layer or none."""
+    if model.arch == "mlp":
+        from gankit.models.mlp import MLPDiscriminator
+
+        return MLPDiscriminator(output_shape(data), model.d_channels, model.hidden_layers)
+    from gankit.models.dcgan import DCGANDiscriminator
+
+    return DCGANDiscriminator(data.resolution, data.channels, model.d_channels, norm)

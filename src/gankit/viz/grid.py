@@ -1,0 +1,61 @@
+"""Image grids and toy scatter plots."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torchvision.utils import make_grid
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] floats to uint8 exactly as saved files hold them: x * 127.5 + 128, clamped, truncated."""
+    return (images.detach().float() * 127.5 + 128).clamp_(0, 255).to(torch.uint8)
+
+
+def grid_image(images_uint8: torch.Tensor, nrow: int | None = None, padding: int = 2) -> Image.Image:
+    """A PIL image of a uint8 batch [N, C, H, W] laid out in a near-square grid."""
+    nrow = nrow or max(1, math.ceil(math.sqrt(len(images_uint8))))
+    grid = make_grid(images_uint8.cpu(), nrow=nrow, padding=padding, pad_value=0)
+    array = grid.permute(1, 2, 0).numpy()
+    if images_uint8.shape[1] == 1:
+        array = array[:, :, 0]
+    return Image.fromarray(array)
+
+
+def save_grid(images_uint8: torch.Tensor, path: Path, nrow: int | None = None) -> Path:
+    from gankit.checkpoint import atomic_write
+
+    image = grid_image(images_uint8, nrow)
+    atomic_write(Path(path), lambda tmp: image.save(tmp, format="PNG"))
+    return Path(path)
+
+
+def save_scatter(points: torch.Tensor, path: Path, source: str | None = None, title: str = "") -> Path:
+    """Scatter plot of 2-D points; for mixture sources the true modes (and 3-std circles) are drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from gankit.checkpoint import atomic_write
+
+    fig, ax = plt.subplots(figsize=(5, 5), dpi=120)
+    pts = points.detach().float().cpu().numpy()
+    ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.4, color="tab:blue", label="samples")
+    if source in ("toy-8gaussians", "toy-25gaussians"):
+        from gankit.data.toy import mixture_modes
+
+        centres, std = mixture_modes(source)
+        ax.scatter(centres[:, 0], centres[:, 1], s=40, marker="x", color="tab:red", label="true modes")
+        for c in centres.tolist():
+            ax.add_patch(plt.Circle(c, 3 * std, fill=False, color="tab:red", lw=0.6))
+    ax.set_aspect("equal")
+    ax.legend(loc="upper right", fontsize=7)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+    return Path(path)
