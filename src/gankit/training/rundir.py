@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from gankit import config as cfg
-from gankit.checkpoint import list_checkpoints
+from gankit.checkpoint import list_checkpoints, load_training_state
 from gankit.errors import GankitError
 
 
@@ -55,13 +55,22 @@ def plan_run(config_arg: str, out: str | None, overrides: list[str], resume: str
             _refuse_model_changes(_read_saved(saved_config_file), requested, run_dir)
         return RunPlan(requested, run_dir, None)
 
-    saved = _read_saved(saved_config_file) if saved_config_file.is_file() else None
-    if saved is None:
+    if saved_config_file.is_file():
+        base = _read_saved(saved_config_file)
+    elif requested is not None:  # an explicit --resume PATH into a new run folder
+        base = requested
+    else:
         raise GankitError(f"{run_dir} has checkpoints but no config.yaml; cannot tell what it trained")
-    if requested is not None:
-        _refuse_model_changes(saved, requested, run_dir)
-    resumed = cfg.validate(cfg.apply_overrides(saved.model_dump(mode="json"), overrides), f"{saved_config_file} + --set")
-    _refuse_model_changes(saved, resumed, run_dir)
+    # The checkpoint's own config is the authority on what the weights are.
+    trained = cfg.validate(load_training_state(checkpoint)["config"], str(checkpoint))
+    for candidate in (base, requested):
+        if candidate is not None:
+            _refuse_model_changes(trained, candidate, checkpoint)
+    if base is requested:
+        return RunPlan(requested, run_dir, checkpoint)
+    resumed = cfg.validate(cfg.apply_overrides(base.model_dump(mode="json"), overrides),
+                           f"{saved_config_file} + --set")
+    _refuse_model_changes(trained, resumed, checkpoint)
     return RunPlan(resumed, run_dir, checkpoint)
 
 
@@ -73,10 +82,10 @@ def _read_saved(path: Path) -> cfg.Config:
     return cfg.validate(raw, str(path))
 
 
-def _refuse_model_changes(saved: cfg.Config, requested: cfg.Config, run_dir: Path) -> None:
+def _refuse_model_changes(saved: cfg.Config, requested: cfg.Config, source: Path) -> None:
     changed = cfg.changed_frozen_keys(saved, requested)
     if changed:
         raise GankitError(
-            f"{run_dir} was trained with a different {', '.join(changed)}; resuming may only change the "
+            f"{source} was trained with a different {', '.join(changed)}; resuming may only change the "
             "schedule (train.*, eval.*). Use a new --out for a different model, loss or data."
         )

@@ -1,0 +1,47 @@
+"""Shared helpers: tiny training configs that run in seconds on 2 CPU cores."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+# Tests are single-process and small: more threads only add scheduling noise on 2 cores.
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+TINY_IMAGE_SETTINGS = [
+    "data.resolution=16", "data.max_images=256", "model.g_channels=8", "model.d_channels=8",
+    "model.z_dim=16", "train.batch_size=16", "train.log_every=2", "train.sample_every=4",
+    "train.checkpoint_every=4", "train.grid_size=16",
+]
+
+
+def tiny_train_args(out: Path, preset: str = "dcgan-fashion-mnist", steps: int = 4, extra=()) -> list[str]:
+    """argv for `gankit train` with a tiny model on 256 Fashion-MNIST images at 16x16."""
+    args = ["train", preset, "--out", str(out), "--set", f"train.steps={steps}"]
+    for item in [*TINY_IMAGE_SETTINGS, *extra]:
+        args += ["--set", item]
+    return args
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Runs gankit's CLI in-process; returns (exit code, stdout, stderr)."""
+    from gankit.cli import main
+
+    def run(*argv: str):
+        code = main([str(a) for a in argv])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
+
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+needs_fashion_mnist = pytest.mark.skipif(
+    not FASHION_MNIST_DIR.is_dir() and "CI" not in os.environ,
+    reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)",
+)
+sys.path.insert(0, str(Path(__file__).parent))

@@ -1,0 +1,93 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from gankit import losses
+from gankit.config import LossConfig
+
+R = torch.tensor([2.0, -1.0])
+F = torch.tensor([0.5, -3.0])
+
+
+def softplus(x):
+    return math.log1p(math.exp(x))
+
+
+def mean(values):
+    return sum(values) / len(values)
+
+
+def test_gan_losses_by_hand():
+    r, f = R.tolist(), F.tolist()
+    sig = lambda x: 1 / (1 + math.exp(-x))
+    d_expected = mean([-math.log(sig(x)) for x in r]) + mean([-math.log(1 - sig(x)) for x in f])
+    assert losses.d_loss_terms("gan", R, F).item() == pytest.approx(d_expected, rel=1e-6)
+    assert losses.d_loss_terms("nsgan", R, F).item() == pytest.approx(d_expected, rel=1e-6)
+    # minimax G: minimize log(1 - D(G(z)))
+    assert losses.g_loss_term("gan", F).item() == pytest.approx(mean([math.log(1 - sig(x)) for x in f]), rel=1e-6)
+    # non-saturating G: minimize -log D(G(z))
+    assert losses.g_loss_term("nsgan", F).item() == pytest.approx(mean([-math.log(sig(x)) for x in f]), rel=1e-6)
+
+
+def test_lsgan_wgan_hinge_by_hand():
+    r, f = R.tolist(), F.tolist()
+    assert losses.d_loss_terms("lsgan", R, F).item() == pytest.approx(
+        0.5 * mean([(x - 1) ** 2 for x in r]) + 0.5 * mean([x**2 for x in f]))
+    assert losses.g_loss_term("lsgan", F).item() == pytest.approx(0.5 * mean([(x - 1) ** 2 for x in f]))
+    for kind in ("wgan", "wgan-gp"):
+        assert losses.d_loss_terms(kind, R, F).item() == pytest.approx(mean(f) - mean(r))
+        assert losses.g_loss_term(kind, F).item() == pytest.approx(-mean(f))
+    assert losses.d_loss_terms("hinge", R, F).item() == pytest.approx(
+        mean([max(0, 1 - x) for x in r]) + mean([max(0, 1 + x) for x in f]))
+    assert losses.g_loss_term("hinge", F).item() == pytest.approx(-mean(f))
+
+
+def test_gradient_penalty_of_linear_critic_is_analytic():
+    # D(x) = w.x has gradient w everywhere: the penalty is (||w|| - 1)^2 whatever the interpolates.
+    w = torch.tensor([3.0, 4.0, 0.0])
+    critic = lambda x: x @ w
+    real, fake = torch.randn(5, 3), torch.randn(5, 3)
+    assert losses.gradient_penalty(critic, real, fake).item() == pytest.approx((5.0 - 1.0) ** 2)
+
+
+def test_gradient_penalty_matches_per_sample_computation():
+    torch.manual_seed(0)
+    critic = nn.Sequential(nn.Flatten(), nn.Linear(12, 16), nn.Tanh(), nn.Linear(16, 1), nn.Flatten(0))
+    real, fake = torch.randn(6, 3, 2, 2), torch.randn(6, 3, 2, 2)
+    torch.manual_seed(1)
+    penalty = losses.gradient_penalty(critic, real, fake)
+    torch.manual_seed(1)
+    eps = torch.rand(6, 1, 1, 1)  # the same draw the penalty made
+    expected = []
+    for i in range(6):
+        x = (eps[i] * real[i] + (1 - eps[i]) * fake[i]).unsqueeze(0).requires_grad_(True)
+        (g,) = torch.autograd.grad(critic(x).sum(), x)
+        expected.append((g.norm() - 1) ** 2)
+    assert penalty.item() == pytest.approx(torch.stack(expected).mean().item(), rel=1e-5)
+    # It is differentiable with respect to the critic's weights (create_graph=True).
+    penalty.backward()
+    assert critic[1].weight.grad is not None and critic[1].weight.grad.abs().sum() > 0
+
+
+def test_discriminator_loss_adds_weighted_penalties():
+    torch.manual_seed(0)
+    critic = nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 1), nn.Flatten(0))
+    real, fake = torch.randn(4, 2), torch.randn(4, 2)
+    cfg = LossConfig(kind="wgan-gp", gp_weight=10.0, drift=0.001)
+    torch.manual_seed(3)
+    total, stats = losses.discriminator_loss(cfg, critic, real, fake)
+    torch.manual_seed(3)
+    gp = losses.gradient_penalty(critic, real, fake)
+    r, f = critic(real), critic(fake)
+    expected = (f.mean() - r.mean()) + 10.0 * gp + 0.001 * (r**2).mean()
+    assert total.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert set(stats) == {"d_loss", "d_real", "d_fake", "gp", "drift"}
+
+
+def test_clip_weights():
+    layer = nn.Linear(4, 4)
+    nn.init.uniform_(layer.weight, -1, 1)
+    losses.clip_weights(layer, 0.01)
+    assert layer.weight.abs().max().item() <= 0.01 and layer.weight.abs().max().item() > 0.009
