@@ -91,3 +91,35 @@ def test_clip_weights():
     nn.init.uniform_(layer.weight, -1, 1)
     losses.clip_weights(layer, 0.01)
     assert layer.weight.abs().max().item() <= 0.01 and layer.weight.abs().max().item() > 0.009
+
+
+def test_sigmoid_plus_bce_equals_logits_form():
+    r, f = torch.tensor([2.0, -1.0, 0.3]), torch.tensor([0.5, -3.0, 4.0])
+    for kind in ("gan", "nsgan"):
+        assert losses.d_loss_terms(kind, r, f, sigmoid_output=True).item() == pytest.approx(
+            losses.d_loss_terms(kind, r, f).item(), rel=1e-6)
+        assert losses.g_loss_term(kind, f, sigmoid_output=True).item() == pytest.approx(
+            losses.g_loss_term(kind, f).item(), rel=1e-6)
+    # Far out, the probability form saturates as torch.nn.BCELoss does (log clamped at -100).
+    huge = torch.tensor([200.0])
+    assert losses.bce(huge, 0.0, sigmoid_output=True).item() == pytest.approx(100.0)
+    assert losses.bce(huge, 0.0).item() == pytest.approx(200.0)
+    assert losses.bce(huge, 0.0, sigmoid_output=True).item() == pytest.approx(
+        torch.nn.BCELoss()(torch.sigmoid(huge), torch.zeros(1)).item())
+
+
+def test_one_sided_label_smoothing_by_hand():
+    r, f = torch.tensor([2.0]), torch.tensor([-1.0])
+    sig = lambda x: 1 / (1 + math.exp(-x))
+    expected = -(0.9 * math.log(sig(2.0)) + 0.1 * math.log(1 - sig(2.0))) - math.log(1 - sig(-1.0))
+    assert losses.d_loss_terms("nsgan", r, f, label_smoothing=0.1).item() == pytest.approx(expected, rel=1e-6)
+    # The generator's target is untouched.
+    assert losses.g_loss_term("nsgan", f).item() == pytest.approx(-math.log(sig(-1.0)), rel=1e-6)
+
+
+def test_bce_options_are_refused_for_other_losses():
+    from gankit.errors import GankitError
+    from gankit.config import load
+
+    with pytest.raises(GankitError, match="label_smoothing"):
+        load("wgangp-fashion-mnist", ["loss.label_smoothing=0.1"])

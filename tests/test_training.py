@@ -176,3 +176,20 @@ def test_sigterm_saves_a_checkpoint_and_exits(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "gankit", "train", str(run), "--set", f"train.steps={state['step'] + 2}"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and final_state(run)["step"] == state["step"] + 2
+
+
+def test_gradient_norm_clipping_limits_each_update(tmp_path, run_cli):
+    # RMSprop's first step is lr * g / (sqrt(0.01 g^2) + eps): scale-free unless g is clipped far below
+    # eps, so a tiny clip norm must shrink the first update of D's weights.
+    runs = {}
+    for name, extra in (("free", []), ("clipped", ["train.d_grad_clip=1e-9", "train.g_grad_clip=1e-9"])):
+        run = tmp_path / name
+        assert run_cli(*tiny_train_args(run, steps=1, extra=["train.optimizer=rmsprop", "train.ema=null", *extra]))[0] == 0
+        runs[name] = final_state(run)
+    fresh = tmp_path / "fresh"
+    assert run_cli(*tiny_train_args(fresh, steps=1, extra=["train.optimizer=rmsprop", "train.ema=null",
+                                                             "train.d_lr=1e-30", "train.g_lr=1e-30"]))[0] == 0
+    start = final_state(fresh)
+    moved = {name: (state["D"]["net.0.weight"] - start["D"]["net.0.weight"]).abs().max().item()
+             for name, state in runs.items()}
+    assert moved["clipped"] < 0.1 * moved["free"], moved

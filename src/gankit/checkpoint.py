@@ -137,10 +137,10 @@ def resolve_generator_files(source: str | Path) -> tuple[Path, Path]:
 def load_generator(source: str | Path, device: str | torch.device = "cpu"):
     """Builds the exported generator of a run or export folder. Returns (generator in eval mode, meta)
     where meta holds the validated `model` and `data` config sections and the `step`."""
-    from safetensors import SafetensorError
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
-    from gankit.config import DataConfig, ModelConfig
+    from gankit.config import Config, DataConfig, ModelConfig
     from gankit.models import build_generator
 
     json_path, weights_path = resolve_generator_files(source)
@@ -157,21 +157,34 @@ def load_generator(source: str | Path, device: str | torch.device = "cpu"):
     try:
         model_cfg = ModelConfig.model_validate(meta.get("model"))
         data_cfg = DataConfig.model_validate(meta.get("data"))
+        Config(model=model_cfg, data=data_cfg)  # the cross-section checks (resolution per architecture, ...)
     except ValidationError as err:
-        raise GankitError(f"{json_path} describes an invalid generator: {err.errors()[0]['loc']}: "
-                          f"{err.errors()[0]['msg']}") from None
-    generator = build_generator(model_cfg, data_cfg)
+        first = err.errors()[0]
+        raise GankitError(f"{json_path} describes an invalid generator: {'.'.join(map(str, first['loc']))}: "
+                          f"{first['msg']}") from None
+    # Compare the description with the file's tensor headers before allocating anything, so that a
+    # description with huge sizes cannot exhaust memory.
+    with torch.device("meta"):
+        expected = {k: (tuple(v.shape), v.dtype) for k, v in build_generator(model_cfg, data_cfg).state_dict().items()}
     try:
-        weights = load_file(str(weights_path))
+        with safe_open(str(weights_path), framework="pt") as f:
+            stored = {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as err:
         raise GankitError(f"{weights_path} is not a readable safetensors file: {err}") from None
-    expected = generator.state_dict()
-    for key, value in weights.items():
-        if key in expected and (value.shape != expected[key].shape or value.dtype != expected[key].dtype):
+    dtype_names = {torch.float32: "F32", torch.int64: "I64", torch.float16: "F16", torch.bfloat16: "BF16"}
+    missing = sorted(set(expected) - set(stored))
+    extra = sorted(set(stored) - set(expected))
+    if missing or extra:
+        raise GankitError(f"{weights_path} does not match {json_path.name}: missing tensors {missing[:5]}, "
+                          f"unexpected tensors {extra[:5]}")
+    for key, (shape, dtype) in expected.items():
+        if stored[key] != (shape, dtype_names.get(dtype, str(dtype))):
             raise GankitError(
-                f"{weights_path}: tensor {key} is {tuple(value.shape)} {value.dtype}, the description in "
-                f"{json_path.name} needs {tuple(expected[key].shape)} {expected[key].dtype}"
+                f"{weights_path}: tensor {key} is {stored[key][0]} {stored[key][1]}, the description in "
+                f"{json_path.name} needs {shape} {dtype_names.get(dtype, dtype)}"
             )
+    generator = build_generator(model_cfg, data_cfg)
+    weights = load_file(str(weights_path))
     load_state_into(generator, weights, "generator", weights_path)
     generator.to(device).eval()
     return generator, {"model": model_cfg, "data": data_cfg, "step": int(meta.get("step", 0))}

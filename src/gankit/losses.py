@@ -13,11 +13,25 @@ from torch import nn
 from gankit.config import LossConfig
 
 
-def d_loss_terms(kind: str, real_out: torch.Tensor, fake_out: torch.Tensor) -> torch.Tensor:
+def bce(out: torch.Tensor, target: float, sigmoid_output: bool = False) -> torch.Tensor:
+    """Binary cross-entropy of raw scores against a constant target, averaged over the batch.
+
+    From logits it is written with softplus (stable for any score). With sigmoid_output the scores go
+    through a sigmoid first and the log-probabilities are clamped at -100, as torch.nn.BCELoss does:
+    the tutorials' pairing, numerically the same for moderate scores."""
+    if sigmoid_output:
+        p = torch.sigmoid(out)
+        log_p, log_not_p = p.log().clamp(min=-100), (1 - p).log().clamp(min=-100)
+        return -(target * log_p + (1 - target) * log_not_p).mean()
+    return (target * F.softplus(-out) + (1 - target) * F.softplus(out)).mean()
+
+
+def d_loss_terms(kind: str, real_out: torch.Tensor, fake_out: torch.Tensor, label_smoothing: float = 0.0,
+                 sigmoid_output: bool = False) -> torch.Tensor:
     """The discriminator's objective (to minimize) from its scores on real and generated samples."""
     if kind in ("gan", "nsgan"):
-        # -log sigmoid(r) - log(1 - sigmoid(f)), written with softplus for stability.
-        return F.softplus(-real_out).mean() + F.softplus(fake_out).mean()
+        # -log D(real) - log(1 - D(fake)); one-sided label smoothing lowers only the real target.
+        return bce(real_out, 1.0 - label_smoothing, sigmoid_output) + bce(fake_out, 0.0, sigmoid_output)
     if kind == "lsgan":
         # Targets b = 1 for real and a = 0 for fake (Mao et al. 2017).
         return 0.5 * ((real_out - 1) ** 2).mean() + 0.5 * (fake_out**2).mean()
@@ -28,14 +42,14 @@ def d_loss_terms(kind: str, real_out: torch.Tensor, fake_out: torch.Tensor) -> t
     raise ValueError(f"unknown loss kind {kind!r}")
 
 
-def g_loss_term(kind: str, fake_out: torch.Tensor) -> torch.Tensor:
+def g_loss_term(kind: str, fake_out: torch.Tensor, sigmoid_output: bool = False) -> torch.Tensor:
     """The generator's objective (to minimize) from the discriminator's scores on its samples."""
     if kind == "gan":
-        # The original minimax objective: minimize log(1 - sigmoid(f)) = -softplus(f).
-        return -F.softplus(fake_out).mean()
+        # The original minimax objective: minimize log(1 - D(G(z))).
+        return -bce(fake_out, 0.0, sigmoid_output)
     if kind == "nsgan":
-        # The non-saturating variant: maximize log sigmoid(f).
-        return F.softplus(-fake_out).mean()
+        # The non-saturating variant: minimize -log D(G(z)).
+        return bce(fake_out, 1.0, sigmoid_output)
     if kind == "lsgan":
         return 0.5 * ((fake_out - 1) ** 2).mean()
     if kind in ("wgan", "wgan-gp", "hinge"):
@@ -73,7 +87,7 @@ def discriminator_loss(cfg: LossConfig, discriminator: nn.Module, real: torch.Te
     """The total discriminator loss and its parts (detached) for logging; fake must be detached."""
     real_out = discriminator(real).float()
     fake_out = discriminator(fake).float()
-    loss = d_loss_terms(cfg.kind, real_out, fake_out)
+    loss = d_loss_terms(cfg.kind, real_out, fake_out, cfg.label_smoothing, cfg.sigmoid_output)
     stats = {"d_loss": loss.detach(), "d_real": real_out.detach().mean(), "d_fake": fake_out.detach().mean()}
     if cfg.kind == "wgan-gp" and cfg.gp_weight > 0:
         penalty = gradient_penalty(discriminator, real, fake)
@@ -88,5 +102,5 @@ def discriminator_loss(cfg: LossConfig, discriminator: nn.Module, real: torch.Te
 
 def generator_loss(cfg: LossConfig, discriminator: nn.Module,
                    fake: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    loss = g_loss_term(cfg.kind, discriminator(fake).float())
+    loss = g_loss_term(cfg.kind, discriminator(fake).float(), cfg.sigmoid_output)
     return loss, {"g_loss": loss.detach()}
