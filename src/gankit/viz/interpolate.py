@@ -1,0 +1,177 @@
+"""Latent interpolation: lerp and slerp rows, the 2-D latent grid, and a looping GIF.
+
+Latents are drawn on the CPU from the seed (as `gankit.sampling.generate` does), so a seed gives the
+same pictures on every device. The pure functions (`lerp`, `slerp`, `latent_grid`, `loop_latents`)
+work on latent tensors only and know nothing about generators.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from gankit.errors import GankitError
+
+MAX_STEPS = 64  # images per row (or K of a KxK grid): beyond this a picture stops being readable
+MAX_PAIRS = 64
+GIF_MIN_SIDE = 128  # GIF frames are enlarged (nearest neighbour) to at least this many pixels
+GIF_FRAME_MS = 80
+
+
+def _as_weights(t, like: torch.Tensor) -> torch.Tensor:
+    return torch.as_tensor(t, dtype=torch.float64, device=like.device)
+
+
+def _combine(z0: torch.Tensor, z1: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor, t_ndim: int):
+    """w0 * z0 + w1 * z1 (weights per latent, without the D axis); 1-D t adds an axis of length T
+    just before the last one."""
+    z0, z1 = z0.double(), z1.double()
+    if t_ndim == 1:
+        z0, z1 = z0.unsqueeze(-2), z1.unsqueeze(-2)
+    return w0.unsqueeze(-1) * z0 + w1.unsqueeze(-1) * z1
+
+
+def lerp(z0: torch.Tensor, z1: torch.Tensor, t) -> torch.Tensor:
+    """Straight line z0 + t (z1 - z0); t a number or a 1-D tensor of T weights (adds a T axis before the last)."""
+    t = _as_weights(t, z0)
+    return _combine(z0, z1, 1 - t, t, t.ndim).to(z0.dtype)
+
+
+def slerp(z0: torch.Tensor, z1: torch.Tensor, t) -> torch.Tensor:
+    """Spherical interpolation along the great circle through z0 and z1 (Shoemake 1985, White 2016).
+
+    Latents [..., D]; t a number or a 1-D tensor of T weights (adds a T axis before the last).
+    For equal-norm latents every point keeps that norm; (nearly) parallel latents fall back to lerp,
+    where the great circle is not defined or numerically unstable."""
+    t = _as_weights(t, z0)
+    a, b = z0.double(), z1.double()
+    cos_angle = (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1)).clamp_min(1e-300)
+    angle = torch.arccos(cos_angle.clamp(-1.0, 1.0))
+    sin_angle = torch.sin(angle)
+    if t.ndim == 1:
+        angle, sin_angle = angle.unsqueeze(-1), sin_angle.unsqueeze(-1)
+    degenerate = sin_angle.abs() < 1e-6
+    safe_sin = torch.where(degenerate, torch.ones_like(sin_angle), sin_angle)
+    w0 = torch.where(degenerate, 1 - t, torch.sin((1 - t) * angle) / safe_sin)
+    w1 = torch.where(degenerate, t, torch.sin(t * angle) / safe_sin)
+    return _combine(z0, z1, w0, w1, t.ndim).to(z0.dtype)
+
+
+def latent_grid(z0: torch.Tensor, z1: torch.Tensor, k: int) -> torch.Tensor:
+    """KxK latents [K (y), K (x), D] between two corners: the first D//2 coordinates go from z0 to z1
+    along x, the others along y. So [0, 0] is z0, [K-1, K-1] is z1, and the top-right corner holds
+    z1's first half with z0's second half."""
+    if z0.ndim != 1 or z0.shape != z1.shape:
+        raise ValueError("latent_grid takes two latents of the same shape [D]")
+    dim = z0.shape[0]
+    if dim < 2:
+        raise GankitError(f"the latent grid splits z into two halves; this generator's z_dim is {dim}")
+    half = dim // 2
+    t = torch.linspace(0.0, 1.0, k, dtype=torch.float64)
+    along_x = lerp(z0[:half], z1[:half], t)  # [K, half]
+    along_y = lerp(z0[half:], z1[half:], t)  # [K, D - half]
+    grid = torch.empty(k, k, dim, dtype=z0.dtype)
+    grid[:, :, :half] = along_x.unsqueeze(0)
+    grid[:, :, half:] = along_y.unsqueeze(1)
+    return grid
+
+
+def loop_latents(keys: torch.Tensor, frames_per_segment: int, spherical: bool = True) -> torch.Tensor:
+    """A closed path through the key latents [N, D], back to the first: N * frames_per_segment latents.
+
+    Each segment starts at its key and stops one step before the next key, so the path repeats
+    seamlessly when played in a loop."""
+    t = torch.linspace(0.0, 1.0, frames_per_segment + 1, dtype=torch.float64)[:-1]
+    path = slerp if spherical else lerp
+    segments = [path(keys[i], keys[(i + 1) % len(keys)], t) for i in range(len(keys))]
+    return torch.cat(segments)
+
+
+def seeded_latents(shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    """Standard normal latents drawn on the CPU from seed (device-independent)."""
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def interpolation_latents(mode: str, z_dim: int, steps: int, pairs: int, seed: int) -> torch.Tensor:
+    """The latents behind a picture, laid out [rows, columns, z_dim]: `pairs` rows of `steps` for
+    lerp/slerp, a steps x steps sweep for grid."""
+    if mode == "grid":
+        corners = seeded_latents((2, z_dim), seed)
+        return latent_grid(corners[0], corners[1], steps)
+    ends = seeded_latents((pairs, 2, z_dim), seed)
+    path = slerp if mode == "slerp" else lerp
+    return path(ends[:, 0], ends[:, 1], torch.linspace(0.0, 1.0, steps, dtype=torch.float64))
+
+
+@torch.no_grad()
+def render(generator: torch.nn.Module, z: torch.Tensor, device: torch.device, batch_size: int = 64) -> torch.Tensor:
+    """Generator outputs (float, CPU) for latents [N, D]."""
+    return torch.cat([generator(chunk.to(device)).float().cpu() for chunk in z.split(batch_size)])
+
+
+def save_interpolation_png(generator, z_dim: int, mode: str, steps: int, pairs: int, seed: int,
+                           device: torch.device, out: Path) -> Path:
+    """Renders interpolation_latents(...) and saves it as one grid PNG, one row per pair (or grid row)."""
+    from gankit.viz.grid import save_grid, to_uint8
+
+    latents = interpolation_latents(mode, z_dim, steps, pairs, seed)
+    rows, columns = latents.shape[:2]
+    images = render(generator, latents.reshape(rows * columns, z_dim), device)
+    return save_grid(to_uint8(images), Path(out), nrow=columns)
+
+
+def save_loop_gif(generator, z_dim: int, keys: int, frames_per_segment: int, seed: int, spherical: bool,
+                  device: torch.device, out: Path) -> Path:
+    """An animated GIF (played in a loop) along a closed path through `keys` seeded latents."""
+    from gankit.checkpoint import atomic_write
+    from gankit.viz.grid import grid_image, to_uint8
+
+    latents = loop_latents(seeded_latents((keys, z_dim), seed), frames_per_segment, spherical)
+    images = to_uint8(render(generator, latents, device))
+    scale = max(1, math.ceil(GIF_MIN_SIDE / images.shape[-1]))
+    frames = [grid_image(image[None], nrow=1, padding=0) for image in images]
+    if scale > 1:
+        from PIL import Image
+
+        frames = [f.resize((f.width * scale, f.height * scale), Image.Resampling.NEAREST) for f in frames]
+    out = Path(out)
+    atomic_write(out, lambda tmp: frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:],
+                                                 duration=GIF_FRAME_MS, loop=0))
+    return out
+
+
+def interpolate_command(args) -> int:
+    """`gankit interpolate`: writes a lerp/slerp/grid PNG or a looping GIF and prints its path."""
+    from gankit.device import resolve_device
+    from gankit.sampling import load_for_sampling
+
+    if not 2 <= args.steps <= MAX_STEPS:
+        raise GankitError(f"--steps {args.steps}: give 2 to {MAX_STEPS} (the endpoints count as steps)")
+    if not 1 <= args.pairs <= MAX_PAIRS:
+        raise GankitError(f"--pairs {args.pairs}: give 1 to {MAX_PAIRS}")
+    out = Path(args.out or f"interpolate_{args.mode}.png")
+    kind = out.suffix.lower()
+    if kind not in (".png", ".gif"):
+        raise GankitError(f"--out {out}: write a .png picture or a .gif animation")
+    if kind == ".gif" and args.mode == "grid":
+        raise GankitError("--mode grid makes a still picture: use --out FILE.png, or --mode slerp/lerp for a GIF")
+    if kind == ".gif" and args.pairs < 2:
+        raise GankitError("a GIF loops through --pairs seeded latents: give --pairs 2 or more")
+
+    device = resolve_device(args.device)
+    generator, meta = load_for_sampling(args.source, args.no_ema, device)
+    if meta["data"].is_toy:
+        raise GankitError(
+            f"{args.source} generates 2-D points ({meta['data'].source}), not images: interpolation pictures "
+            "need an image model; plot toy samples with `gankit sample RUN --out plot.png`"
+        )
+    z_dim = meta["model"].z_dim
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if kind == ".gif":
+        path = save_loop_gif(generator, z_dim, args.pairs, args.steps, args.seed, args.mode == "slerp", device, out)
+    else:
+        path = save_interpolation_png(generator, z_dim, args.mode, args.steps, args.pairs, args.seed, device, out)
+    print(path)
+    return 0
