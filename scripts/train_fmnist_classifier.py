@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import time
 from pathlib import Path
 
@@ -86,7 +87,7 @@ def main() -> None:
 
     test_accuracy = accuracy(model, test_images, test_labels)
     state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
-    metadata = {
+    about = {
         "input": "1x32x32 gray, Fashion-MNIST 28x28 zero-padded by 2 px, scaled to [-1, 1]",
         "features": "128-d, output of embed (after ReLU)",
         "test_accuracy": f"{test_accuracy:.4f}",
@@ -94,7 +95,9 @@ def main() -> None:
         "torch": torch.__version__,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(args.out), metadata=metadata)
+    # One metadata key holding sorted JSON: safetensors writes a multi-key metadata map in a random
+    # order, which would change the file's bytes (and its checksum) from run to run.
+    save_file(state, str(args.out), metadata={"gankit": json.dumps(about, sort_keys=True)})
     digest = hashlib.sha256(args.out.read_bytes()).hexdigest()
     print(f"test accuracy {test_accuracy:.4f} on {len(test_labels)} images")
     print(f"wrote {args.out} ({args.out.stat().st_size} bytes), sha256 {digest}")
