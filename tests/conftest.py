@@ -8,8 +8,13 @@ from pathlib import Path
 
 import pytest
 
-# Tests are single-process and small: more threads only add scheduling noise on 2 cores.
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Tests use tiny models, where a second thread gains little, and some run a training subprocess beside
+# pytest: with both using 2 OpenMP threads on 2 cores, their spinning barriers make each step many times
+# slower. One thread per process keeps the suite's time stable (child processes inherit the variable).
+os.environ["OMP_NUM_THREADS"] = "1"
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
 
 TINY_IMAGE_SETTINGS = [
     "data.resolution=16", "data.max_images=256", "model.g_channels=8", "model.d_channels=8",

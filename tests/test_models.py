@@ -73,3 +73,20 @@ def test_mlp_for_points_and_images():
     D = build_discriminator(ModelConfig(arch="mlp", d_channels=16), images, "batch")
     x = G(torch.randn(5, 4))
     assert x.shape == (5, 1, 28, 28) and x.abs().max() <= 1 and D(x).shape == (5,)
+
+
+def test_ema_decay_ramps_up_then_holds():
+    from gankit.training.ema import ema_decay, make_ema, update_ema
+
+    assert ema_decay(0.999, 0) == pytest.approx(0.1)
+    assert ema_decay(0.999, 90) == pytest.approx(0.91)
+    assert ema_decay(0.999, 10**6) == 0.999
+    G = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    ema = make_ema(G)
+    with torch.no_grad():
+        G[0].weight.add_(1.0)
+        G[1].running_mean.fill_(5.0)
+    before = ema[0].weight.clone()
+    update_ema(ema, G, 0.75)
+    assert torch.allclose(ema[0].weight, 0.75 * before + 0.25 * G[0].weight)
+    assert torch.equal(ema[1].running_mean, G[1].running_mean)  # buffers are copied

@@ -9,9 +9,13 @@ half-written file never replaces a good one.
 
 from __future__ import annotations
 
+import errno
+import fnmatch
 import json
 import os
 import re
+import signal
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -24,25 +28,63 @@ from gankit.errors import GankitError
 CHECKPOINT_PATTERN = re.compile(r"^step_(\d{6,})\.pt$")
 GENERATOR_FORMAT = "gankit-generator"
 GENERATOR_VERSION = 1
+# atomic_write's temporary files: "." + target name + "." + mkstemp's 8 random characters + ".tmp".
+TEMPORARY_PATTERN = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp$")
+
+
+class StorageError(GankitError, OSError):
+    """A write failed (disk full, quota, permissions): the message names the file and the cause.
+
+    Also an OSError, so code that handles failed writes keeps working."""
+
+    # EX_IOERR from sysexits.h, not 2: a scheduler can tell "free space and rerun" from "fix the input".
+    exit_code = 74
+
+
+def _default_file_mode() -> int:
+    # mkstemp creates 0600 files; finished files get the mode open() would give them under the umask.
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _default_file_mode()
+
+
+def describe_os_error(err: OSError, path: Path | str | None = None) -> str:
+    """'could not write PATH: No space left on device (ENOSPC)' from an OSError."""
+    target = path or err.filename or "a file"
+    code = errno.errorcode.get(err.errno or 0)
+    cause = err.strerror or str(err) or type(err).__name__
+    return f"could not write {target}: {cause}" + (f" ({code})" if code else "")
 
 
 def atomic_write(path: Path, write: Callable[[str], None]) -> None:
     """Calls write(tmp_path) on a temporary file beside path, flushes it to disk, then renames it
-    over path. On any failure the temporary file is removed and path is untouched."""
+    over path. On any failure the temporary file is removed and path is untouched; an OSError
+    (disk full, quota, permissions) becomes a StorageError naming path and the cause."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            os.fchmod(fd, _FILE_MODE)
+        finally:
+            os.close(fd)
         write(tmp)
+        _test_hook_kill_during_write(path, tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+    except BaseException as err:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+        if isinstance(err, OSError):
+            raise StorageError(describe_os_error(err, path) + f"; {path.name} was left as it was") from None
         raise
     try:  # make the rename itself durable
         dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -52,6 +94,47 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
             os.close(dir_fd)
     except OSError:
         pass
+
+
+# Test-only hook, inert unless the variable is set (used by tests/test_kill_resume.py, documented in
+# docs/reliability.md). GANKIT_TEST_KILL_DURING_WRITE="PATTERN:N" makes the process kill itself with
+# SIGKILL during its N-th atomic write of a file whose name matches the fnmatch PATTERN, after cutting
+# the temporary file to half its size as an interrupted write leaves it.
+KILL_HOOK_VARIABLE = "GANKIT_TEST_KILL_DURING_WRITE"
+_hook_matches = 0
+
+
+def _test_hook_kill_during_write(path: Path, tmp: str) -> None:
+    spec = os.environ.get(KILL_HOOK_VARIABLE)
+    if not spec:
+        return
+    global _hook_matches
+    pattern, _, count = spec.rpartition(":")
+    if fnmatch.fnmatch(path.name, pattern):
+        _hook_matches += 1
+        if _hook_matches == int(count):
+            os.truncate(tmp, os.path.getsize(tmp) // 2)
+            sys.stderr.write(f"test hook: SIGKILL during the write of {path}\n")
+            sys.stderr.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Deletes the temporary files of training's writes that a killed process left in run_dir.
+
+    Call it only while holding the run's lock: a live run's temporary files look the same."""
+    run_dir = Path(run_dir)
+    training_outputs = {"config.yaml", "stats.jsonl", "generator.safetensors", "generator.json", "metrics_best.json"}
+    removed = []
+    for folder, any_target in ((run_dir, False), (run_dir / "checkpoints", True), (run_dir / "samples", True)):
+        if not folder.is_dir():
+            continue
+        for file in folder.iterdir():
+            match = TEMPORARY_PATTERN.match(file.name)
+            if match and (any_target or match["target"] in training_outputs) and file.is_file():
+                file.unlink(missing_ok=True)
+                removed.append(file)
+    return removed
 
 
 def checkpoint_path(run_dir: Path, step: int) -> Path:
@@ -68,7 +151,37 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 
 
 def save_training_state(path: Path, state: dict[str, Any]) -> None:
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    atomic_write(path, lambda tmp: _torch_save(state, tmp))
+
+
+class _ErrorKeepingWriter:
+    """A file for torch.save that keeps the OSError of a failed write."""
+
+    def __init__(self, file):
+        self.file, self.error = file, None
+
+    def write(self, data) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
+def _torch_save(obj: Any, tmp: str) -> None:
+    # Given a file name, torch.save reports a full disk as "RuntimeError: ... unexpected pos": writing
+    # through a Python file keeps the OSError (ENOSPC, EFBIG, EDQUOT) for atomic_write's message.
+    with open(tmp, "wb") as f:
+        writer = _ErrorKeepingWriter(f)
+        try:
+            torch.save(obj, writer)
+        except RuntimeError:
+            if writer.error is not None:
+                raise writer.error from None
+            raise
 
 
 def prune_checkpoints(run_dir: Path, keep: int) -> None:
@@ -108,13 +221,14 @@ def load_state_into(module: nn.Module, state: dict, what: str, source: Path) -> 
 
 def export_generator(run_dir: Path, generator: nn.Module, model_cfg: dict, data_cfg: dict, step: int) -> None:
     """Writes generator.safetensors + generator.json into run_dir."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     run_dir = Path(run_dir)
     weights = {k: v.detach().cpu().contiguous() for k, v in generator.state_dict().items()}
     meta = {"format": GENERATOR_FORMAT, "version": GENERATOR_VERSION, "step": step,
             "model": model_cfg, "data": data_cfg}
-    atomic_write(run_dir / "generator.safetensors", lambda tmp: save_file(weights, tmp))
+    # Serialized in memory, then written by Python: a failed write raises an OSError that names its cause.
+    atomic_write(run_dir / "generator.safetensors", lambda tmp: Path(tmp).write_bytes(save(weights)))
     atomic_write(run_dir / "generator.json", lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
 
 

@@ -9,14 +9,36 @@ from gankit.errors import GankitError
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from gankit.checkpoint import StorageError, describe_os_error, list_checkpoints, remove_stale_temporaries
+    from gankit.training.lock import RunLock
+    from gankit.training.distributed import current
     from gankit.training.loop import train
-    from gankit.training.rundir import plan_run
+    from gankit.training.rundir import plan_run, run_dir_for
 
-    plan = plan_run(args.config, args.out, args.set, args.resume)
-    result = train(plan.config, plan.run_dir, plan.checkpoint, args.device)
+    replica = current()  # under torchrun, rank 0 reads and locks the run folder and tells the other ranks
+    run_dir = replica.on_main(run_dir_for, args.config, args.out, args.set)
+    with RunLock(run_dir):  # held until training ends: a second `gankit train` on this folder is refused
+        replica.on_main(remove_stale_temporaries, run_dir)  # left by a killed run; safe only under the lock
+        plan = replica.agree_on_plan(plan_run, args.config, args.out, args.set, args.resume)
+        try:
+            result = train(plan.config, plan.run_dir, plan.checkpoint, args.device)
+        except OSError as err:  # a StorageError is one too
+            message = str(err) if isinstance(err, StorageError) else describe_os_error(err)
+            saved = list_checkpoints(plan.run_dir)
+            raise StorageError(f"{message}. Training stopped; the newest complete checkpoint is "
+                               f"{saved[-1] if saved else 'none yet'}: free space (or fix the cause) and run "
+                               "the same command to continue") from None
     if result["interrupted"] is not None:
         return 128 + int(result["interrupted"])
     return 0
+
+
+def _cmd_train_under_torchrun(args: argparse.Namespace) -> int:
+    """`gankit train`; launched by torchrun, inside one process group for the whole command."""
+    from gankit.training.distributed import session
+
+    with session(args.device):
+        return _cmd_train(args)
 
 
 def _cmd_presets(args: argparse.Namespace) -> int:
@@ -80,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: continue from the newest checkpoint in the run folder (default); never: refuse "
                         "a non-empty run folder; PATH: start from that checkpoint")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.set_defaults(func=_cmd_train)
+    p.set_defaults(func=_cmd_train_under_torchrun)
 
     p = sub.add_parser("presets", help="list the built-in presets")
     p.set_defaults(func=_cmd_presets)
@@ -121,17 +143,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--real", metavar="SOURCE", help="real images (default: the run's training data)")
     p.add_argument("--out", help="write the metrics as one JSON object to this file")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--inception-weights", metavar="PATH", help="local Inception weights for offline machines")
+    p.add_argument("--inception-weights", metavar="PATH", help="local Inception weights for offline machines "
+                                                               "(pt_inception-2015-12-05-6726825d.pth)")
+    p.add_argument("--vgg16-weights", metavar="PATH", help="local VGG16 weights for pr on offline machines "
+                                                           "(vgg16-397923af.pth)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.set_defaults(func=_cmd_eval)
 
-    p = sub.add_parser("prepare", help="turn raw datasets into a training-ready dataset")
+    p = sub.add_parser("prepare", help="turn raw datasets into a training-ready dataset (data.source: packed)")
     p.add_argument("kind", choices=["celeba", "lsun", "folder", "idx"])
-    p.add_argument("src", metavar="SRC")
-    p.add_argument("dest", metavar="DEST")
+    p.add_argument("src", metavar="SRC", help="img_align_celeba folder/zip, LSUN LMDB folder, image folder/zip, "
+                                              "or IDX file")
+    p.add_argument("dest", metavar="DEST", help="new folder for the packed dataset")
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--limit", type=int, help="at most N images")
-    p.add_argument("--crop", default="default", help="celeba: pgan (128x128 box at (89, 121)) or dcgan (centre)")
+    p.add_argument("--crop", default="default", help="celeba: pgan (128x128 box at (89, 121), the default) or "
+                                                     "dcgan (shorter side resized, centre square)")
+    p.add_argument("--channels", type=int, choices=[1, 3], help="3 (RGB, default) or 1 (grayscale; idx default)")
+    p.add_argument("--workers", type=int, help="decoding processes (default: up to 4 for large sources)")
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
     p.set_defaults(func=_cmd_prepare)
 
@@ -148,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except GankitError as err:
         print(f"gankit {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        return getattr(err, "exit_code", 2)
     except KeyboardInterrupt:
         print(f"gankit {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import re
+import reprlib
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -13,8 +15,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from gankit.errors import GankitError
 
 DataSource = Literal[
-    "fashion-mnist", "mnist", "folder", "zip", "toy-8gaussians", "toy-25gaussians", "toy-swissroll"
+    "fashion-mnist", "mnist", "folder", "zip", "packed", "lmdb", "toy-8gaussians", "toy-25gaussians",
+    "toy-swissroll"
 ]
+# What data.path names for each source that needs one.
+PATH_SOURCES = {"folder": "the image folder", "zip": "the zip of images",
+                "packed": "the folder written by `gankit prepare`", "lmdb": "the LMDB folder holding data.mdb"}
 TOY_SOURCES = ("toy-8gaussians", "toy-25gaussians", "toy-swissroll")
 
 
@@ -38,13 +44,15 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    arch: Literal["mlp", "dcgan"] = "dcgan"
+    arch: Literal["mlp", "dcgan", "pgan"] = "dcgan"
     z_dim: int = Field(100, ge=1, le=4096)
     g_channels: int = Field(64, ge=1, le=4096)  # dcgan: width at full resolution; mlp: hidden width
     d_channels: int = Field(64, ge=1, le=4096)
     hidden_layers: int = Field(3, ge=1, le=16)  # mlp only: hidden layers in G and in D
     g_upsample: Literal["transposed", "nearest", "pixelshuffle"] = "transposed"  # dcgan G upsampling
     d_norm: Literal["auto", "batch", "layer", "none"] = "auto"  # auto: layer for wgan-gp, else batch
+    # pgan only: channels per scale from 4x4 to data.resolution (null: 512 up to 32x32, then halving)
+    depths: Optional[list[int]] = None
 
 
 class LossConfig(_Section):
@@ -52,6 +60,15 @@ class LossConfig(_Section):
     gp_weight: float = Field(10.0, ge=0.0)  # wgan-gp: weight of the gradient penalty
     clip: float = Field(0.01, gt=0.0)  # wgan: critic weights are clipped to [-clip, clip]
     drift: float = Field(0.0, ge=0.0)  # weight of drift * D(real)^2 (Progressive GAN uses 0.001)
+    label_smoothing: float = Field(0.0, ge=0.0, lt=0.5)  # gan/nsgan: D's real target is 1 - this (one-sided)
+    sigmoid_output: bool = False  # gan/nsgan: sigmoid on D then BCE on probabilities, as the tutorials write it
+
+    @model_validator(mode="after")
+    def _bce_options_need_bce_losses(self) -> "LossConfig":
+        if (self.label_smoothing or self.sigmoid_output) and self.kind not in ("gan", "nsgan"):
+            raise ValueError(f"loss.label_smoothing and loss.sigmoid_output apply to gan and nsgan, not {self.kind}")
+        return self
+    gdpp: float = Field(0.0, ge=0.0)  # pgan only: weight of the GDPP diversity term in G's loss (0: off)
 
 
 class TrainConfig(_Section):
@@ -69,6 +86,18 @@ class TrainConfig(_Section):
     checkpoint_every: int = Field(500, ge=1)
     keep_checkpoints: int = Field(3, ge=1)  # the newest N checkpoints are kept
     grid_size: int = Field(64, ge=1, le=1024)  # images in the fixed-latent sample grid
+    channels_last: bool = False  # convolutions in NHWC memory layout (see docs/benchmarks.md for when it pays)
+    fused_optimizer: bool = False  # Adam's fused single-kernel update instead of the foreach one
+    compile: bool = False  # torch.compile G and D (not with wgan-gp: no double backward through compiled code)
+    g_grad_clip: Optional[float] = Field(None, gt=0.0)  # clip G's gradient norm to this (null: no clipping)
+    d_grad_clip: Optional[float] = Field(None, gt=0.0)  # clip D's gradient norm to this (null: no clipping)
+    # under torchrun on GPUs: batch norm statistics over the global batch (SyncBatchNorm); false: per rank
+    sync_batchnorm: bool = False
+    # pgan only, one entry per scale from 4x4 to data.resolution (see docs/pgan.md):
+    max_iter_at_scale: Optional[list[int]] = None  # generator steps at each scale, fade-in included
+    fade_iters: Optional[int] = Field(None, ge=0)  # fade-in steps at the start of each scale after 4x4
+    batch_size_at_scale: Optional[list[int]] = None  # null: batch_size at every scale
+    lr_at_scale: Optional[list[float]] = None  # learning rate of G and D per scale; null: g_lr, d_lr
 
     @field_validator("betas", mode="before")
     @classmethod
@@ -88,18 +117,38 @@ class TrainConfig(_Section):
 
 class EvalConfig(_Section):
     every: int = Field(0, ge=0)  # evaluate every N steps (0: never during training)
-    metrics: list[str] = Field(default_factory=list)
+    metrics: list[str] = Field(default_factory=list)  # names from gankit.metrics.registry (docs/metrics.md)
     num_samples: int = Field(10000, ge=1)
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, value: list[str]) -> list[str]:
+        from gankit.metrics.registry import metric_names
+
+        unknown = [name for name in value if name not in metric_names()]
+        if unknown:
+            raise ValueError(f"unknown metric {', '.join(unknown)}; choose from {', '.join(metric_names())}")
+        return value
 
 
 class Config(_Section):
-    name: str = "gankit-run"
+    name: str = "gankit-run"  # the default run folder is runs/<name>
     seed: int = Field(0, ge=0)
+
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_folder_name(cls, value: str) -> str:
+        # Without --out the run goes to runs/<name>: a name must not lead out of runs/ or be unusable as a path.
+        if value in ("", ".", "..") or any(c in value for c in "/\\") or any(ord(c) < 32 for c in value):
+            raise ValueError("name is the run's folder name under runs/: it cannot be empty, '.' or '..', or "
+                             "hold '/', '\\' or control characters")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> "Config":
@@ -111,13 +160,73 @@ class Config(_Section):
                 raise ValueError(
                     f"data.resolution {res} is not supported by dcgan: use a power of two from 16 to 256"
                 )
-        if self.data.source in ("folder", "zip") and not self.data.path:
-            raise ValueError(f"data.source {self.data.source} needs data.path (the folder or zip file)")
+        self._check_pgan()
+        if self.train.compile and self.loss.kind == "wgan-gp":
+            raise ValueError("train.compile cannot be used with loss.kind wgan-gp (the gradient penalty needs a "
+                             "double backward, which compiled graphs do not support); set train.compile=false")
+        if self.data.source in PATH_SOURCES and not self.data.path:
+            raise ValueError(f"data.source {self.data.source} needs data.path ({PATH_SOURCES[self.data.source]})")
         return self
+
+    def _check_pgan(self) -> None:
+        model, train = self.model, self.train
+        pgan_keys = {"model.depths": model.depths, "train.max_iter_at_scale": train.max_iter_at_scale,
+                     "train.fade_iters": train.fade_iters, "train.batch_size_at_scale": train.batch_size_at_scale,
+                     "train.lr_at_scale": train.lr_at_scale}
+        if model.arch != "pgan":
+            used = [k for k, v in pgan_keys.items() if v is not None] + (["loss.gdpp"] if self.loss.gdpp else [])
+            if used:
+                raise ValueError(f"{', '.join(used)} only apply to model.arch pgan (it is {model.arch})")
+            return
+        res = self.data.resolution
+        if res < 8 or res > 1024 or res & (res - 1):
+            raise ValueError(f"data.resolution {res} is not supported by pgan: use a power of two from 8 to 1024")
+        scales = res.bit_length() - 2  # 4x4 .. res
+        # A Config built from an export's model and data sections alone has no schedule to check.
+        if "train" not in self.model_fields_set:
+            pgan_keys = {"model.depths": model.depths}
+        for key in ("train.max_iter_at_scale", "train.fade_iters"):
+            if key in pgan_keys and pgan_keys[key] is None:
+                raise ValueError(f"model.arch pgan needs {key} (see docs/pgan.md)")
+        for key, values in pgan_keys.items():
+            if isinstance(values, list):
+                if len(values) != scales:
+                    raise ValueError(f"{key} has {len(values)} entries; data.resolution {res} has {scales} "
+                                     f"scales (4x4 to {res}x{res}): give one per scale")
+                if not all(v > 0 for v in values):
+                    raise ValueError(f"{key}: every entry must be positive")
+        if "train" in self.model_fields_set and any(train.fade_iters > n for n in train.max_iter_at_scale[1:]):
+            raise ValueError(f"train.fade_iters {train.fade_iters} is longer than a scale in "
+                             f"train.max_iter_at_scale {train.max_iter_at_scale}")
 
 
 # Keys that define the model or the data: changing them on resume would not continue the same run.
 FROZEN_ON_RESUME = ("seed", "data", "model", "loss")
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads 2e-4 (no dot) as a string; users write learning rates that way, so it is a float here."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def yaml_load(text: str):
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except RecursionError:  # the parser recurses once per nesting level
+        raise yaml.YAMLError("nested too deeply") from None
+
+
+# Values quoted in error messages are cut short: a YAML file can hold a value of any size (aliases
+# even make a few lines expand to billions of elements).
+_short_repr = reprlib.Repr()
+_short_repr.maxlevel, _short_repr.maxlist, _short_repr.maxdict = 2, 4, 4
+_short_repr.maxstring = _short_repr.maxother = 80
 
 
 def _format_validation_error(err: ValidationError, origin: str) -> str:
@@ -131,7 +240,7 @@ def _format_validation_error(err: ValidationError, origin: str) -> str:
             msg = item["msg"]
             if item["type"] == "literal_error":
                 msg = msg.replace("Input should be", "must be one of")
-            lines.append(f"  {key}: {msg} (got {item.get('input')!r})")
+            lines.append(f"  {key}: {msg} (got {_short_repr.repr(item.get('input'))})")
     return "\n".join(lines)
 
 
@@ -172,7 +281,12 @@ def _read_yaml(path_or_preset: str) -> tuple[dict, str]:
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise GankitError(f"config file {path} does not exist")
-        text, origin = path.read_text(), str(path)
+        try:
+            text, origin = path.read_text(encoding="utf-8"), str(path)
+        except OSError as err:
+            raise GankitError(f"cannot read config file {path}: {err.strerror or err}") from None
+        except UnicodeDecodeError as err:
+            raise GankitError(f"config file {path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
     elif path_or_preset in preset_names():
         text = (resources.files("gankit") / "presets" / f"{path_or_preset}.yaml").read_text()
         origin = f"preset {path_or_preset}"
@@ -181,7 +295,7 @@ def _read_yaml(path_or_preset: str) -> tuple[dict, str]:
             f"{path_or_preset!r} is neither a YAML file nor a preset; presets: {', '.join(preset_names())}"
         )
     try:
-        raw = yaml.safe_load(text) or {}
+        raw = yaml_load(text) or {}
     except yaml.YAMLError as err:
         raise GankitError(f"{origin} is not valid YAML: {err}") from None
     return raw, origin
@@ -196,9 +310,9 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not all(parts):
         raise GankitError(f"--set {item!r}: the key {key!r} is not a dotted config key")
     try:
-        value = yaml.safe_load(text) if text.strip() else None
+        value = yaml_load(text) if text.strip() else None
     except yaml.YAMLError:
-        raise GankitError(f"--set {item!r}: the value {text!r} is not a YAML scalar") from None
+        raise GankitError(f"--set {_short_repr.repr(item)}: the value is not a YAML scalar") from None
     return parts, value
 
 

@@ -57,12 +57,20 @@ def g_loss_term(kind: str, fake_out: torch.Tensor, sigmoid_output: bool = False)
     raise ValueError(f"unknown loss kind {kind!r}")
 
 
-def gradient_penalty(discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+def penalty_epsilon(count: int, like: torch.Tensor) -> torch.Tensor:
+    """WGAN-GP's interpolation weights e ~ U[0, 1), one per sample, shaped to broadcast over `like`."""
+    return torch.rand(count, *([1] * (like.dim() - 1)), device=like.device, dtype=like.dtype)
+
+
+def gradient_penalty(discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor,
+                     eps: torch.Tensor | None = None) -> torch.Tensor:
     """WGAN-GP: mean of (||grad_x D(x_hat)||_2 - 1)^2 at x_hat = e*real + (1-e)*fake, e ~ U[0, 1) per sample.
 
     The gradient comes from autograd.grad on the inputs with create_graph=True, so one ordinary
-    backward of the total loss differentiates through it (this also works under DDP)."""
-    eps = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype)
+    backward of the total loss differentiates through it (this also works under DDP). `eps` is drawn
+    here unless given: data-parallel training passes its rank's slice of a draw for the global batch."""
+    if eps is None:
+        eps = penalty_epsilon(real.shape[0], real)
     x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
     scores = discriminator(x_hat)
     (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)
@@ -82,15 +90,16 @@ def clip_weights(discriminator: nn.Module, clip: float) -> None:
         p.clamp_(-clip, clip)
 
 
-def discriminator_loss(cfg: LossConfig, discriminator: nn.Module, real: torch.Tensor,
-                       fake: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The total discriminator loss and its parts (detached) for logging; fake must be detached."""
+def discriminator_loss(cfg: LossConfig, discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor,
+                       gp_eps: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The total discriminator loss and its parts (detached) for logging; fake must be detached.
+    gp_eps: the gradient penalty's interpolation weights (None: drawn by gradient_penalty)."""
     real_out = discriminator(real).float()
     fake_out = discriminator(fake).float()
     loss = d_loss_terms(cfg.kind, real_out, fake_out, cfg.label_smoothing, cfg.sigmoid_output)
     stats = {"d_loss": loss.detach(), "d_real": real_out.detach().mean(), "d_fake": fake_out.detach().mean()}
     if cfg.kind == "wgan-gp" and cfg.gp_weight > 0:
-        penalty = gradient_penalty(discriminator, real, fake)
+        penalty = gradient_penalty(discriminator, real, fake, gp_eps)
         loss = loss + cfg.gp_weight * penalty
         stats["gp"] = penalty.detach()
     if cfg.drift > 0:

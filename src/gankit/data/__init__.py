@@ -19,6 +19,14 @@ def load_images(data: DataConfig, split: str = "train") -> torch.Tensor:
         if data.max_images:
             images = images[: data.max_images]
         return fit_digits(images, data.resolution, data.channels)
+    if data.source == "packed":
+        from gankit.data.packed import load_packed
+
+        return load_packed(data.path, data.resolution, data.channels, data.max_images)
+    if data.source == "lmdb":
+        from gankit.data.lmdb_source import load_lmdb
+
+        return load_lmdb(data.path, data.resolution, data.channels, data.max_images)
     from gankit.data import images as image_files
 
     loader = image_files.load_folder if data.source == "folder" else image_files.load_zip

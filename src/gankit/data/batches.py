@@ -29,13 +29,15 @@ class ImageBatches:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         return torch.randperm(len(self.images), generator=generator)
 
-    def next(self) -> torch.Tensor:
-        if self.position + self.batch_size > len(self.images):
+    def next(self, batch_size: int | None = None) -> torch.Tensor:
+        """The next batch (of batch_size, default the stream's own; Progressive GAN varies it per scale)."""
+        size = batch_size or self.batch_size
+        if self.position + size > len(self.images):
             self.epoch += 1
             self.position = 0
             self._order = self._permutation(self.epoch)
-        index = self._order[self.position : self.position + self.batch_size]
-        self.position += self.batch_size
+        index = self._order[self.position : self.position + size]
+        self.position += size
         return self.images[index]
 
     def state_dict(self) -> dict:
@@ -54,8 +56,8 @@ class ToyBatches:
         self.batch_size = batch_size
         self.generator = torch.Generator().manual_seed(seed)
 
-    def next(self) -> torch.Tensor:
-        return sample_toy(self.source, self.batch_size, self.generator)
+    def next(self, batch_size: int | None = None) -> torch.Tensor:
+        return sample_toy(self.source, batch_size or self.batch_size, self.generator)
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}

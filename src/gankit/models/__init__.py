@@ -13,6 +13,11 @@ def output_shape(data: DataConfig) -> tuple[int, ...]:
 
 
 def build_generator(model: ModelConfig, data: DataConfig) -> nn.Module:
+    if model.arch == "pgan":
+        from gankit.models.pgan import PGANGenerator
+
+        # A plain G(z) call renders the stage stored in the weights at data.resolution.
+        return PGANGenerator(model.z_dim, data.resolution, data.channels, model.depths)
     if model.arch == "mlp":
         from gankit.models.mlp import MLPGenerator
 
@@ -24,7 +29,11 @@ def build_generator(model: ModelConfig, data: DataConfig) -> nn.Module:
 
 
 def build_discriminator(model: ModelConfig, data: DataConfig, norm: str) -> nn.Module:
-    """`norm` is the resolved discriminator normalization: batch, layer or none."""
+    """`norm` is the resolved discriminator normalization: batch, layer or none (pgan has none)."""
+    if model.arch == "pgan":
+        from gankit.models.pgan import PGANDiscriminator
+
+        return PGANDiscriminator(data.resolution, data.channels, model.depths)
     if model.arch == "mlp":
         from gankit.models.mlp import MLPDiscriminator
 

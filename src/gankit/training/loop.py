@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import signal
 import sys
 import time
@@ -14,14 +13,17 @@ import torch
 from tqdm import tqdm
 
 from gankit import losses
-from gankit.checkpoint import (checkpoint_path, export_generator, load_state_into, load_training_state,
-                               prune_checkpoints, save_training_state)
+from gankit.checkpoint import (atomic_write, checkpoint_path, export_generator, list_checkpoints, load_state_into,
+                               load_training_state, prune_checkpoints, save_training_state)
 from gankit.config import Config, to_yaml
 from gankit.data import build_batches
 from gankit.device import resolve_device
 from gankit.errors import GankitError
 from gankit.models import build_discriminator, build_generator
-from gankit.training.ema import make_ema, update_ema
+from gankit.losses_gdpp import generator_loss_with_gdpp
+from gankit.training import distributed
+from gankit.training.ema import ema_decay, make_ema, update_ema
+from gankit.training.progressive import Growth
 from gankit.viz.grid import save_grid, save_scatter, to_uint8
 
 STATE_FORMAT = "gankit-training-state"
@@ -36,8 +38,15 @@ def discriminator_norm(config: Config) -> str:
 
 def make_optimizer(config: Config, params, lr: float) -> torch.optim.Optimizer:
     if config.train.optimizer == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr)
-    return torch.optim.Adam(params, lr=lr, betas=config.train.betas)
+        return torch.optim.RMSprop(params, lr=lr)  # torch has no fused RMSprop
+    # fused=None lets torch pick its default (foreach); True asks for the single-kernel update.
+    fused = True if config.train.fused_optimizer else None
+    return torch.optim.Adam(params, lr=lr, betas=config.train.betas, fused=fused)
+
+
+def memory_format(config: Config) -> torch.memory_format:
+    convolutional = config.model.arch != "mlp" and not config.data.is_toy
+    return torch.channels_last if config.train.channels_last and convolutional else torch.contiguous_format
 
 
 class RunLog:
@@ -81,19 +90,25 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
 
     Time is counted in generator steps; each step makes n_critic discriminator updates first, each
     on a fresh real batch and fresh latents. The last critic update's fakes feed the generator update."""
-    device = resolve_device(device_name)
+    replica = distributed.current()  # under torchrun: this rank; rank 0 alone writes the run folder
+    device = replica.local_device(resolve_device(device_name))
+    replica.check_config(config, device)
     tcfg = config.train
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(to_yaml(config))
-    log = RunLog(run_dir)
-    state = load_training_state(resume_from) if resume_from else None
+    if replica.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(run_dir / "config.yaml", lambda tmp: Path(tmp).write_text(to_yaml(config)))
+    log = distributed.run_log(replica, lambda: RunLog(run_dir))
+    # Every rank restores rank 0's checkpoint, sent over the process group (no shared file system needed).
+    state = replica.on_main(load_training_state, resume_from) if resume_from else None
 
     # Build the data, the networks and their optimizers.
     torch.manual_seed(config.seed)
-    batches = build_batches(config.data, tcfg.batch_size, config.seed)
-    G = build_generator(config.model, config.data).to(device)
-    D = build_discriminator(config.model, config.data, discriminator_norm(config)).to(device)
+    growth = Growth(config) if config.model.arch == "pgan" else None
+    batches = build_batches(config.data, growth.max_batch_size if growth else tcfg.batch_size, config.seed)
+    layout = memory_format(config)
+    G = build_generator(config.model, config.data).to(device, memory_format=layout)
+    D = build_discriminator(config.model, config.data, discriminator_norm(config)).to(device, memory_format=layout)
     G_ema = make_ema(G) if tcfg.ema is not None else None
     opt_g = make_optimizer(config, G.parameters(), tcfg.g_lr)
     opt_d = make_optimizer(config, D.parameters(), tcfg.d_lr)
@@ -105,13 +120,26 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
         if G_ema is not None:
             load_state_into(G_ema, state["G_ema"] if state.get("G_ema") is not None else state["G"],
                             "EMA generator", resume_from)
+        saved_optimizer = state["config"]["train"].get("optimizer", "adam")
+        if saved_optimizer != tcfg.optimizer:
+            raise GankitError(f"{resume_from} was trained with train.optimizer={saved_optimizer}; its state cannot "
+                              f"continue as {tcfg.optimizer}: keep {saved_optimizer} or use a new --out")
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
+        # The saved param groups carry the old learning rates and betas; the config's (--set may change
+        # them on resume, e.g. to recover from a divergence) must win.
+        for optimizer, lr in ((opt_g, tcfg.g_lr), (opt_d, tcfg.d_lr)):
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+                if "betas" in group:
+                    group["betas"] = tuple(tcfg.betas)
         batches.load_state_dict(state["data"])
         torch.set_rng_state(state["rng"]["torch"])
         if device.type == "cuda" and state["rng"].get("cuda"):
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         step, images_seen = int(state["step"]), int(state["images_seen"])
+        if replica.is_main:
+            drop_stats_after(run_dir / "stats.jsonl", step)  # the steps after the checkpoint are redone
         log(f"resumed {run_dir} from {resume_from} at step {step}")
     else:
         log(f"training {config.name} into {run_dir} on {device}")
@@ -121,16 +149,49 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
                           generator=torch.Generator().manual_seed(config.seed + 1)).to(device)
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if tcfg.precision == "bf16"
                 else contextlib.nullcontext())
-    writer = _tensorboard(run_dir)
+    writer = _tensorboard(run_dir, purge_step=step if state is not None else None) if replica.is_main else None
+    evaluator = None
+    if config.eval.every:  # built now so that a bad eval setup fails before training starts
+        from gankit.metrics.periodic import PeriodicEvaluator
+
+        evaluator = replica.main_only_evaluator(lambda: PeriodicEvaluator(config, run_dir, device, writer))
     sums: dict[str, torch.Tensor] = {}
     interval_start, interval_images = time.perf_counter(), 0
     last_saved_step = step if state is not None else -1
+    checked_step = -1
+
+    def stop_if_diverged() -> None:
+        """Raises before anything is logged, sampled or saved from losses or weights holding NaN or Inf."""
+        nonlocal checked_step
+        if checked_step == step:
+            return
+        named = [(f"{prefix}.{k}", t) for prefix, module in (("G", G), ("D", D), ("G_ema", G_ema))
+                 if module is not None for k, t in module.state_dict().items() if t.is_floating_point()]
+        finite = torch.stack([t.isfinite().all() for t in [*sums.values(), *(t for _, t in named)]])
+        if bool(finite.all()):  # one device sync for every loss and weight
+            checked_step = step
+            return
+        problems = []
+        bad_losses = [f"{k}={v.item() / count}" for k, v in sums.items() if not torch.isfinite(v).all()]
+        if bad_losses:
+            problems.append(f"{', '.join(bad_losses)} (means over steps {step - count + 1}-{step})")
+        broken = [name for name, t in named if not t.isfinite().all()]
+        if broken:
+            problems.append(f"{len(broken)} weight tensors hold NaN or Inf ({', '.join(broken[:3])}"
+                            f"{', ...' if len(broken) > 3 else ''})")
+        saved = list_checkpoints(run_dir)
+        last_good = f"the last good checkpoint is {saved[-1]}" if saved else "no checkpoint was written yet"
+        raise GankitError(
+            f"training diverged by step {step}: {'; '.join(problems)}. Training stopped and nothing was saved "
+            f"from this state; {last_good}. Lower the learning rates (--set train.g_lr=... --set train.d_lr=...) "
+            "and run the same command to resume"
+        )
 
     def prepare_real(batch: torch.Tensor) -> torch.Tensor:
         real = batch.to(device, non_blocking=True)
         if config.data.is_toy:
             return real.float()
-        real = real.float().div_(127.5).sub_(1.0)  # uint8 -> [-1, 1] on the device
+        real = real.float().div_(127.5).sub_(1.0).contiguous(memory_format=layout)  # uint8 -> [-1, 1] on the device
         if config.data.hflip:
             flip = torch.rand(real.shape[0], device=device) < 0.5
             real = torch.where(flip.view(-1, 1, 1, 1), real.flip(3), real)
@@ -138,7 +199,11 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
 
     def save_everything(final: bool = False) -> Path | None:
         nonlocal last_saved_step
+        if not replica.is_main:  # rank 0 saves; the others check the same weights
+            stop_if_diverged()
+            return None
         if step != last_saved_step:
+            stop_if_diverged()
             save_training_state(checkpoint_path(run_dir, step), {
                 "format": STATE_FORMAT, "version": 1, "step": step, "images_seen": images_seen,
                 "config": config.model_dump(mode="json"),
@@ -156,33 +221,34 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
         return save_samples() if final else None
 
     @torch.no_grad()
-    def save_samples() -> Path:
+    def save_samples(name: str | None = None) -> Path:
+        stop_if_diverged()
+        if not replica.is_main:
+            return None
         sampler = G_ema or G
         was_training = sampler.training
         sampler.eval()
         fakes = sampler(fixed_z)
         sampler.train(was_training)
+        path = run_dir / "samples" / (name or f"step_{step:06d}.png")
         if config.data.is_toy:
-            path = save_scatter(fakes, run_dir / "samples" / f"step_{step:06d}.png", config.data.source,
-                                f"{config.name}, step {step}")
+            path = save_scatter(fakes, path, config.data.source, f"{config.name}, step {step}")
         else:
             images = to_uint8(fakes)
-            path = save_grid(images, run_dir / "samples" / f"step_{step:06d}.png")
+            path = save_grid(images, path)
             if writer is not None:
                 writer.add_images("samples", images.float().div(255), step)
         return path
 
     def flush_stats() -> None:
         nonlocal interval_start, interval_images, sums
+        sums = replica.mean_over_ranks(sums)  # the losses of every rank's share of the batch
+        stop_if_diverged()
+        if not replica.is_main:
+            sums, interval_start, interval_images = {}, time.perf_counter(), 0
+            return
         elapsed = time.perf_counter() - interval_start
         values = {k: v.item() / count for k, v in sums.items()}
-        bad = [k for k, v in values.items() if not math.isfinite(v)]
-        if bad:
-            raise GankitError(
-                f"{', '.join(bad)} became {values[bad[0]]} by step {step}; training stopped. The last good "
-                f"checkpoint is in {run_dir / 'checkpoints'}: lower the learning rates (--set train.g_lr=... "
-                "train.d_lr=...) and resume"
-            )
         record = {"step": step, "images_seen": images_seen, **values,
                   "img_per_s": interval_images / max(elapsed, 1e-9), "time": time.time()}
         with open(run_dir / "stats.jsonl", "a") as f:
@@ -191,7 +257,7 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
             for k, v in record.items():
                 if k not in ("step", "time"):
                     writer.add_scalar(f"train/{k}", v, step)
-        progress.set_postfix({k: f"{record[k]:.3g}" for k in ("d_loss", "g_loss", "img_per_s") if k in record})
+        bar.set_postfix({k: f"{record[k]:.3g}" for k in ("d_loss", "g_loss", "img_per_s") if k in record})
         sums, interval_start, interval_images = {}, time.perf_counter(), 0
 
     def accumulate(stats: dict[str, torch.Tensor]) -> None:
@@ -201,44 +267,64 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
 
     G.train()
     D.train()
-    progress = tqdm(total=tcfg.steps, initial=step, desc=config.name, unit="step", dynamic_ncols=True,
-                    disable=None, file=sys.stderr)
+    # The modules that run the training step; state is always saved from G and D themselves.
+    G_run, D_run = (torch.compile(G), torch.compile(D)) if tcfg.compile else (G, D)
+    # Under torchrun: DDP wrappers of G and D, and the unwrapped D for G's loss (see distributed.py).
+    parallel = distributed.DataParallel(replica, config, G, D, G_run, D_run)
+    bar = tqdm(total=tcfg.steps, initial=step, desc=config.name, unit="step", dynamic_ncols=True,
+                    disable=None if replica.is_main else True, file=sys.stderr)
     count = 0
     interrupted = None
     try:
         with StopSignal() as stop:
             while step < tcfg.steps:
+                # Progressive GAN: stage, alpha, batch size and learning rates for this step.
+                progress = growth.begin_step(step, (G, D, G_ema), (opt_g, opt_d)) if growth else None
+                G_run, D_run, D_for_g = parallel.modules(progress)
+
                 # Discriminator updates.
                 for critic_step in range(tcfg.n_critic):
-                    real = prepare_real(batches.next())
-                    z = torch.randn(real.shape[0], config.model.z_dim, device=device)
+                    # Global draws (batch, flips, latents, penalty weights), each rank keeping its share.
+                    real = replica.local_part(prepare_real(batches.next(progress.batch_size if progress else None)))
+                    if progress is not None:
+                        real = growth.real(real, progress)
+                    z = replica.local_part(torch.randn(real.shape[0] * replica.world_size, config.model.z_dim,
+                                                       device=device))
                     last = critic_step == tcfg.n_critic - 1
                     with autocast:
                         with torch.set_grad_enabled(last):  # the last fakes are reused by G's update
-                            fake = G(z)
-                        d_loss, d_stats = losses.discriminator_loss(config.loss, D, real, fake.detach())
+                            fake = G_run(z, progress.stage, progress.alpha) if progress else G_run(z)
+                        d_loss, d_stats = losses.discriminator_loss(config.loss, D_run, real, fake.detach(),
+                                                                    replica.penalty_epsilon(config.loss, real))
                     opt_d.zero_grad(set_to_none=True)
                     d_loss.backward()
+                    if tcfg.d_grad_clip is not None:
+                        torch.nn.utils.clip_grad_norm_(D.parameters(), tcfg.d_grad_clip)
                     opt_d.step()
                     if config.loss.kind == "wgan":
                         losses.clip_weights(D, config.loss.clip)
-                    images_seen += real.shape[0]
-                    interval_images += real.shape[0]
+                    images_seen += real.shape[0] * replica.world_size
+                    interval_images += real.shape[0] * replica.world_size
 
                 # Generator update; D's parameters need no gradients here.
                 D.requires_grad_(False)
                 with autocast:
-                    g_loss, g_stats = losses.generator_loss(config.loss, D, fake)
+                    if growth is not None:
+                        g_loss, g_stats = generator_loss_with_gdpp(config.loss, D_for_g, real, fake)
+                    else:
+                        g_loss, g_stats = losses.generator_loss(config.loss, D_for_g, fake)
                 opt_g.zero_grad(set_to_none=True)
                 g_loss.backward()
+                if tcfg.g_grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(G.parameters(), tcfg.g_grad_clip)
                 opt_g.step()
                 D.requires_grad_(True)
                 if G_ema is not None:
-                    update_ema(G_ema, G, tcfg.ema)
+                    update_ema(G_ema, G, ema_decay(tcfg.ema, step))
                 step += 1
                 count += 1
                 accumulate({**d_stats, **g_stats})
-                progress.update(1)
+                bar.update(1)
 
                 # Log, sample, checkpoint.
                 if step % tcfg.log_every == 0 or step == tcfg.steps:
@@ -246,13 +332,20 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
                     count = 0
                 if step % tcfg.sample_every == 0:
                     save_samples()
+                finished_stage = growth.stage_finished(step) if growth else None
+                if finished_stage is not None:  # the last grid of each scale, kept under its own name
+                    save_samples(f"scale_{4 * 2 ** finished_stage:04d}px.png")
+                if evaluator is not None and step % config.eval.every == 0:
+                    stop_if_diverged()
+                    log(evaluator(G_ema or G, step))
                 if step % tcfg.checkpoint_every == 0:
                     save_everything()
+                stop.signum = replica.agreed_signal(stop.signum, step)  # every rank stops after the same step
                 if stop.signum is not None:
                     interrupted = stop.signum
                     break
     finally:
-        progress.close()
+        bar.close()
 
     if count:
         flush_stats()
@@ -269,9 +362,25 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
     return {"step": step, "images_seen": images_seen, "final_grid": final_grid, "interrupted": interrupted}
 
 
-def _tensorboard(run_dir: Path):
+def drop_stats_after(stats_file: Path, step: int) -> None:
+    """Keeps the stats.jsonl records up to step, and drops a line cut short by a killed process."""
+    if not stats_file.is_file():
+        return
+    kept = []
+    for line in stats_file.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
+            kept.append(line + "\n")
+    atomic_write(stats_file, lambda tmp: Path(tmp).write_text("".join(kept)))
+
+
+def _tensorboard(run_dir: Path, purge_step: int | None = None):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # tensorboard is a dependency, but a broken install should not stop training
         return None
-    return SummaryWriter(str(run_dir / "tb"))
+    # On resume, purge_step makes TensorBoard drop what a killed run logged after its last checkpoint.
+    return SummaryWriter(str(run_dir / "tb"), purge_step=purge_step)

@@ -10,6 +10,7 @@ import yaml
 from gankit import config as cfg
 from gankit.checkpoint import list_checkpoints, load_training_state
 from gankit.errors import GankitError
+from gankit.training.lock import LOCK_NAME
 
 
 @dataclass
@@ -17,6 +18,15 @@ class RunPlan:
     config: cfg.Config
     run_dir: Path
     checkpoint: Path | None  # the state to resume from, None for a fresh start
+
+
+def run_dir_for(config_arg: str, out: str | None, overrides: list[str]) -> Path:
+    """The run folder `gankit train` will use (validating the config first, so a bad one creates nothing)."""
+    given_path = Path(config_arg)
+    if given_path.is_dir() and (given_path / "config.yaml").is_file():
+        return given_path
+    requested = cfg.load(config_arg, overrides)
+    return Path(out) if out else Path("runs") / requested.name
 
 
 def plan_run(config_arg: str, out: str | None, overrides: list[str], resume: str) -> RunPlan:
@@ -41,7 +51,7 @@ def plan_run(config_arg: str, out: str | None, overrides: list[str], resume: str
     else:
         found = list_checkpoints(run_dir)
         checkpoint = found[-1] if found else None
-        if resume == "never" and run_dir.exists() and any(run_dir.iterdir()):
+        if resume == "never" and run_dir.exists() and any(p.name != LOCK_NAME for p in run_dir.iterdir()):
             raise GankitError(
                 f"run folder {run_dir} is not empty and --resume never was given: choose another --out "
                 "or drop --resume never to continue it"
@@ -77,7 +87,7 @@ def plan_run(config_arg: str, out: str | None, overrides: list[str], resume: str
 def _read_saved(path: Path) -> cfg.Config:
     try:
         raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as err:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         raise GankitError(f"cannot read {path}: {err}") from None
     return cfg.validate(raw, str(path))
 

@@ -1,0 +1,242 @@
+"""Training throughput: gankit's training loop against a textbook reference loop, in the same run.
+
+The reference is the loop the tutorials write (the PyTorch examples' DCGAN): a Dataset that turns each
+uint8 image into a PIL image and runs torchvision transforms per sample, a DataLoader with 2 workers,
+fp32, a discriminator ending in a sigmoid with nn.BCELoss, loss values read with .item() every step.
+gankit runs its real `train()` on the same architecture and hyper-parameters. The two are alternated
+(reference, gankit, reference, gankit, ...) and the ratio of their median images/s is printed, with the
+achieved GFLOP/s as a fraction of this machine's matrix-multiply peak measured in the same run.
+
+    python benchmarks/train_speed.py                       # all cases, fp32 and bf16
+    python benchmarks/train_speed.py --case dcgan64 --steps 40 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.flop_counter import FlopCounterMode
+
+from gankit import config as gcfg
+from gankit.data.idx import load_idx_images
+
+CASES = {
+    # name: (gankit preset, overrides matching the reference, reference loss, n_critic, resolution)
+    "dcgan64": ("dcgan-fashion-mnist", ["data.resolution=64", "train.batch_size=64"], "bce", 1, 64),
+    "dcgan32": ("dcgan-fashion-mnist", ["train.batch_size=64"], "bce", 1, 32),
+    "wgangp32": ("wgangp-fashion-mnist", ["train.batch_size=64"], "wgan-gp", 5, 32),
+}
+
+
+# ---- the textbook reference ---------------------------------------------------------------------
+
+class PerSamplePILDataset(Dataset):
+    """What torchvision's FashionMNIST does: one PIL image per item, transforms per sample."""
+
+    def __init__(self, images_uint8: torch.Tensor, resolution: int):
+        import torchvision.transforms as T
+
+        self.images = images_uint8[:, 0].numpy()
+        self.transform = T.Compose([T.Resize(resolution), T.CenterCrop(resolution), T.ToTensor(),
+                                    T.Normalize((0.5,), (0.5,))])
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, index):
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.images[index], mode="L")), 0
+
+
+def textbook_models(resolution: int, nz=100, ngf=64, ndf=64, nc=1, sigmoid=True, batch_norm_d=True):
+    """The PyTorch examples' DCGAN, generalised to 32 or 64 px."""
+    doublings = {32: 3, 64: 4}[resolution]
+    g_layers, mult = [], 2 ** (doublings - 1)
+    g_layers += [nn.ConvTranspose2d(nz, ngf * mult, 4, 1, 0, bias=False), nn.BatchNorm2d(ngf * mult), nn.ReLU(True)]
+    for _ in range(doublings - 1):
+        g_layers += [nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, 4, 2, 1, bias=False),
+                     nn.BatchNorm2d(ngf * mult // 2), nn.ReLU(True)]
+        mult //= 2
+    g_layers += [nn.ConvTranspose2d(ngf, nc, 4, 2, 1, bias=False), nn.Tanh()]
+    d_layers, mult = [nn.Conv2d(nc, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)], 1
+    for _ in range(doublings - 1):
+        norm = nn.BatchNorm2d(ndf * mult * 2) if batch_norm_d else nn.GroupNorm(1, ndf * mult * 2)
+        d_layers += [nn.Conv2d(ndf * mult, ndf * mult * 2, 4, 2, 1, bias=False), norm, nn.LeakyReLU(0.2, True)]
+        mult *= 2
+    d_layers += [nn.Conv2d(ndf * mult, 1, 4, 1, 0, bias=False)] + ([nn.Sigmoid()] if sigmoid else [])
+    G, D = nn.Sequential(*g_layers), nn.Sequential(*d_layers)
+    for m in list(G.modules()) + list(D.modules()):
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+    return G, D
+
+
+def run_reference(images: torch.Tensor, resolution: int, loss: str, n_critic: int, steps: int, batch=64,
+                  warmup=3) -> float:
+    """Images/s of the textbook loop over `steps` generator steps (after `warmup` steps)."""
+    torch.manual_seed(0)
+    loader = DataLoader(PerSamplePILDataset(images, resolution), batch_size=batch, shuffle=True, num_workers=2,
+                        drop_last=True, persistent_workers=True)
+    G, D = textbook_models(resolution, sigmoid=loss == "bce", batch_norm_d=loss == "bce")
+    if loss == "bce":
+        opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
+        opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    else:
+        opt_g = torch.optim.Adam(G.parameters(), lr=1e-4, betas=(0.5, 0.9))
+        opt_d = torch.optim.Adam(D.parameters(), lr=1e-4, betas=(0.5, 0.9))
+    criterion = nn.BCELoss()
+    data = iter(loader)
+
+    def next_real():
+        nonlocal data
+        try:
+            return next(data)[0]
+        except StopIteration:
+            data = iter(loader)
+            return next(data)[0]
+
+    start, seen = None, 0
+    for step in range(steps + warmup):
+        if step == warmup:
+            start, seen = time.perf_counter(), 0
+        for _ in range(n_critic):
+            real = next_real()
+            b = real.size(0)
+            noise = torch.randn(b, 100, 1, 1)
+            fake = G(noise)
+            D.zero_grad()
+            if loss == "bce":
+                out_real = D(real).view(-1)
+                err_real = criterion(out_real, torch.full((b,), 1.0))
+                err_real.backward()
+                out_fake = D(fake.detach()).view(-1)
+                err_fake = criterion(out_fake, torch.full((b,), 0.0))
+                err_fake.backward()
+                d_x, d_g_z1 = out_real.mean().item(), out_fake.mean().item()
+            else:
+                out_real, out_fake = D(real).view(-1), D(fake.detach()).view(-1)
+                eps = torch.rand(b, 1, 1, 1)
+                x_hat = (eps * real + (1 - eps) * fake.detach()).requires_grad_(True)
+                grad = torch.autograd.grad(D(x_hat).sum(), x_hat, create_graph=True)[0]
+                gp = ((grad.view(b, -1).norm(2, dim=1) - 1) ** 2).mean()
+                err = out_fake.mean() - out_real.mean() + 10 * gp
+                err.backward()
+                d_x = err.item()
+            opt_d.step()
+            seen += b
+        G.zero_grad()
+        out = D(fake).view(-1)
+        err_g = criterion(out, torch.full((b,), 1.0)) if loss == "bce" else -out.mean()
+        err_g.backward()
+        opt_g.step()
+        err_g.item()
+    elapsed = time.perf_counter() - start
+    del loader
+    return seen / elapsed
+
+
+# ---- gankit -------------------------------------------------------------------------------------
+
+def run_gankit(preset: str, overrides: list[str], steps: int, warmup_steps: int = 5) -> float:
+    """Images/s of gankit's train() after warm-up, from its own stats.jsonl."""
+    from gankit.training.loop import train
+
+    total = warmup_steps + steps
+    config = gcfg.load(preset, overrides + [f"train.steps={total}", f"train.log_every={warmup_steps}",
+                                            f"train.sample_every={10 * total}", f"train.checkpoint_every={10 * total}"])
+    with tempfile.TemporaryDirectory() as tmp:
+        # The final checkpoint and grid are written after the timed steps.
+        train(config, Path(tmp) / "run", None, "cpu")
+        records = [json.loads(line) for line in (Path(tmp) / "run" / "stats.jsonl").read_text().splitlines()]
+    # The first interval holds start-up; each later one covers log_every steps at steady state.
+    pairs = [(prev, r) for prev, r in zip(records, records[1:]) if prev["step"] >= warmup_steps]
+    images = sum(r["images_seen"] - prev["images_seen"] for prev, r in pairs)
+    seconds = sum((r["images_seen"] - prev["images_seen"]) / r["img_per_s"] for prev, r in pairs)
+    return images / seconds
+
+
+def gankit_step_flops(preset: str, overrides: list[str]) -> float:
+    """FLOPs of one gankit generator step (n_critic D updates + one G update), counted by torch."""
+    from gankit import losses
+    from gankit.models import build_discriminator, build_generator
+    from gankit.training.loop import discriminator_norm
+
+    config = gcfg.load(preset, overrides)
+    G = build_generator(config.model, config.data)
+    D = build_discriminator(config.model, config.data, discriminator_norm(config))
+    b = config.train.batch_size
+    real = torch.rand(b, config.data.channels, config.data.resolution, config.data.resolution) * 2 - 1
+    with FlopCounterMode(display=False) as counter:
+        for _ in range(config.train.n_critic):
+            fake = G(torch.randn(b, config.model.z_dim))
+            d_loss, _ = losses.discriminator_loss(config.loss, D, real, fake.detach())
+            d_loss.backward()
+        g_loss, _ = losses.generator_loss(config.loss, D, fake)
+        g_loss.backward()
+    return float(counter.get_total_flops())
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 2048, seconds: float = 2.0) -> float:
+    """GFLOP/s of square matrix multiplies in dtype (the machine's practical peak)."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        count += 1
+    return 2 * n**3 * count / (time.perf_counter() - start) / 1e9
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--case", action="append", choices=sorted(CASES), help="default: all")
+    parser.add_argument("--precision", default="fp32,bf16", help="gankit precisions to measure")
+    parser.add_argument("--steps", type=int, default=30, help="timed generator steps per measurement")
+    parser.add_argument("--rounds", type=int, default=2, help="alternations of reference and gankit")
+    parser.add_argument("--extra", action="append", default=[], help="extra gankit --set overrides")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(torch.get_num_threads())
+    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    print(f"matmul peak: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s "
+          f"({torch.get_num_threads()} threads)")
+    images, _ = load_idx_images("fashion-mnist", None, "train")
+    results = []
+    for case in args.case or sorted(CASES):
+        preset, overrides, loss, n_critic, resolution = CASES[case]
+        overrides = overrides + args.extra
+        flops = gankit_step_flops(preset, overrides)
+        for precision in args.precision.split(","):
+            ours_overrides = overrides + [f"train.precision={precision}"]
+            ref_runs, our_runs = [], []
+            for _ in range(args.rounds):
+                ref_runs.append(run_reference(images, resolution, loss, n_critic, args.steps))
+                our_runs.append(run_gankit(preset, ours_overrides, args.steps))
+            ref, ours = statistics.median(ref_runs), statistics.median(our_runs)
+            batch = 64
+            gflops = flops * ours / (batch * n_critic) / 1e9
+            row = {"case": case, "precision": precision, "reference_img_s": ref, "gankit_img_s": ours,
+                   "ratio": ours / ref, "gflop_per_step": flops / 1e9, "gankit_gflop_s": gflops,
+                   "fraction_of_peak": gflops / peaks[precision], "peak_gflop_s": peaks[precision]}
+            results.append(row)
+            print(f"{case:9s} {precision}: reference {ref:7.1f} img/s  gankit {ours:7.1f} img/s  "
+                  f"ratio {ours / ref:5.2f}  |  {flops / 1e9:6.1f} GFLOP/step, {gflops:6.1f} GFLOP/s = "
+                  f"{100 * gflops / peaks[precision]:4.1f}% of {precision} peak", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"peaks": peaks, "results": results}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

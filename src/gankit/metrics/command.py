@@ -1,0 +1,172 @@
+"""`gankit eval`: metrics of a generator (or of files of samples) against a real set, as one JSON object.
+
+The output holds the asked metrics under the keys of docs/metrics.md, then `num_samples` (the most
+generated samples any metric used) and `samples` (per metric, the generated and real counts used).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from gankit.errors import GankitError
+from gankit.metrics.registry import EvalContext, Metric, group_function, parse_metric_names
+from gankit.metrics.sources import Samples
+
+
+def check_sample_minimum(metrics: list[Metric], num_samples: int | None, option: str = "--num-samples") -> None:
+    """Fails before any work when an explicit sample count is below a metric's minimum."""
+    if num_samples is None:
+        return
+    if num_samples < 1:
+        raise GankitError(f"{option} must be at least 1, got {num_samples}")
+    for metric in metrics:
+        if num_samples < metric.min_samples:
+            raise GankitError(f"{metric.name} needs at least {metric.min_samples} samples per side, {option} "
+                              f"gives {num_samples}: pass {option} {metric.min_samples} or more")
+
+
+def check_kinds(metrics: list[Metric], kind: str, origin: str) -> None:
+    """Image metrics on images, toy metrics on 2-D points."""
+    for metric in metrics:
+        if metric.needs != kind:
+            if kind == "points":
+                hint = "the toy metrics are: " + ", ".join(m for m in _names_needing("points"))
+            else:
+                hint = "image metrics are: " + ", ".join(m for m in _names_needing("images"))
+            raise GankitError(f"{metric.name} needs {metric.needs}, but {origin} gives {kind}; {hint}")
+
+
+def _names_needing(kind: str) -> list[str]:
+    from gankit.metrics.registry import METRICS
+
+    return [name for name, m in METRICS.items() if m.needs == kind]
+
+
+def wanted_counts(metrics: list[Metric], num_samples: int | None) -> dict[str, int]:
+    """Generated samples per metric: --num-samples for all, else each metric's protocol default."""
+    return {m.name: num_samples or m.default_samples for m in metrics}
+
+
+def _count(samples: Samples, wanted: int, explicit: bool, metric: Metric, side: str) -> int:
+    available = len(samples.data)
+    if explicit and available < wanted:
+        raise GankitError(f"{metric.name}: --num-samples {wanted} asks for more than the {available} {side} samples "
+                          f"of {samples.origin}: pass --num-samples {available} or fewer")
+    used = min(wanted, available)
+    if used < metric.min_samples:
+        raise GankitError(f"{metric.name} needs at least {metric.min_samples} {side} samples, {samples.origin} has "
+                          f"{available}: give a source with more samples")
+    return used
+
+
+def evaluate(metrics: list[Metric], fake: Samples, reals: dict[str, Samples], context: EvalContext,
+             num_samples: int | None) -> dict:
+    """Computes the metrics; reals maps a split ('train', 'test') to the real samples for the metrics
+    that use that split (absent when none is needed). Returns the JSON object described above."""
+    wanted = wanted_counts(metrics, num_samples)
+    groups: dict[str, list[Metric]] = {}
+    for metric in metrics:
+        groups.setdefault(metric.group, []).append(metric)
+
+    values: dict = {}
+    used: dict[str, dict] = {}
+    for group, members in groups.items():
+        group_wanted = max(wanted[m.name] for m in members)
+        n_fake = max(_count(fake, group_wanted, num_samples is not None, m, "generated") for m in members)
+        real = None
+        if any(m.real != "none" for m in members):
+            real = reals.get(members[0].real_split)
+            if real is None and any(m.real == "required" for m in members):
+                raise GankitError(f"{members[0].name} compares with real samples: pass --real")
+        if real is not None:
+            _check_same_kind(fake, real)
+            n_real = max(_count(real, group_wanted, num_samples is not None, m, "real") for m in members)
+            if any(m.equal_sizes for m in members):
+                n_fake = n_real = min(n_fake, n_real)
+            real = real.first(n_real)
+        started = time.perf_counter()
+        names = [m.name for m in members]
+        values.update(group_function(group)(names, fake.first(n_fake), real, context))
+        if context.verbose:
+            print(f"{', '.join(names)}: {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        for m in members:
+            used[m.name] = {"fake": n_fake, "real": len(real.data) if real is not None and m.real != "none" else 0}
+
+    result = {key: values[key] for key in _output_order(metrics, values)}
+    result["num_samples"] = max(u["fake"] for u in used.values())
+    result["samples"] = used
+    return result
+
+
+def _output_order(metrics: list[Metric], values: dict) -> list[str]:
+    # Each metric's keys in the order asked (its name first, then companions such as ms_ssim_real).
+    order = [key for metric in metrics for key in metric.output_keys if key in values]
+    return order + [key for key in values if key not in order]
+
+
+def _check_same_kind(fake: Samples, real: Samples) -> None:
+    if fake.kind != real.kind or (fake.kind == "images" and fake.data.shape[1:] != real.data.shape[1:]):
+        raise GankitError(
+            f"the generated samples ({fake.origin}) are {fake.shape_text()} but the real ones ({real.origin}) "
+            f"are {real.shape_text()}: pass --real with {fake.shape_text()} (resize a folder with `gankit prepare "
+            "folder SRC DEST --size S`), or leave --real out to use the run's training data"
+        )
+
+
+def real_sets(metrics: list[Metric], spec: str | None, source, num_samples: int | None, seed: int) -> dict:
+    """Loads the real samples the metrics need, once per split, as many as the largest metric wants."""
+    wanted = wanted_counts(metrics, num_samples)
+    per_split: dict[str, int] = {}
+    for metric in metrics:
+        if metric.real == "none":
+            continue
+        if metric.real == "optional" and spec is None and source.training_data() is None:
+            continue  # e.g. ms_ssim of a folder of images: the real set's own score is left out
+        per_split[metric.real_split] = max(per_split.get(metric.real_split, 0), wanted[metric.name])
+    from gankit.metrics.sources import load_real
+
+    training_data = source.training_data() if spec is None else None
+    if spec is not None:  # one set serves every split
+        return dict.fromkeys(per_split, load_real(spec, None, max(per_split.values()), "train", seed)) \
+            if per_split else {}
+    return {split: load_real(None, training_data, n, split, seed) for split, n in per_split.items()}
+
+
+def append_metrics_line(run_dir: Path, step: int, result: dict, origin: str) -> None:
+    with open(Path(run_dir) / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"step": step, **result, "origin": origin, "time": time.time()}) + "\n")
+
+
+def eval_command(args) -> int:
+    """Runs `gankit eval`; prints the JSON object, writes it to --out, appends it to a run's metrics.jsonl."""
+    from gankit.config import TOY_SOURCES
+    from gankit.device import resolve_device
+    from gankit.metrics.sources import open_fake
+
+    metrics = parse_metric_names(args.metrics)
+    check_sample_minimum(metrics, args.num_samples)
+    device = resolve_device(args.device)
+    source = open_fake(args.source, args.fake, device)
+    check_kinds(metrics, source.kind, source.describe())
+
+    counts = wanted_counts(metrics, args.num_samples)
+    fake = source.draw(max(counts.values()), args.seed)
+    if fake.kind == "points" and fake.toy_source is None and args.real in TOY_SOURCES:
+        fake.toy_source = args.real  # points from a .npy file: --real names the mixture they imitate
+    reals = real_sets(metrics, args.real, source, args.num_samples, args.seed)
+    context = EvalContext(device=device, seed=args.seed, inception_weights=args.inception_weights,
+                          vgg16_weights=getattr(args, "vgg16_weights", None), verbose=sys.stderr.isatty())
+    result = evaluate(metrics, fake, reals, context, args.num_samples)
+
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        from gankit.checkpoint import atomic_write
+
+        atomic_write(Path(args.out), lambda tmp: Path(tmp).write_text(text + "\n"))
+    if source.run_dir is not None:
+        append_metrics_line(source.run_dir, source.step, result, "eval")
+    return 0

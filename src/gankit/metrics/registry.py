@@ -1,0 +1,170 @@
+"""The metric registry: what each metric needs, how many samples its protocol takes, which way is
+better, and the function that computes it (imported only when the metric is asked for).
+
+Metrics that share their expensive part are computed by one call per group (the Inception
+features serve fid, kid and is; the Fashion-MNIST classifier serves fd_fmnist and kid_fmnist).
+Every group function has the signature `compute(names, fake, real, context) -> dict` where fake and
+real are `gankit.metrics.sources.Samples` (real is None for metrics that do not use it) and the
+returned dict holds the JSON entries of the asked names.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal
+
+from gankit.errors import GankitError
+
+LOWER, HIGHER = "lower", "higher"
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    needs: Literal["images", "points"]
+    default_samples: int  # generated samples (images, or points) per evaluation in the metric's protocol
+    min_samples: int  # below this the metric is undefined or its protocol cannot run
+    real: Literal["required", "optional", "none"]  # does it compare with the real set?
+    group: str  # metrics of one group are computed by one call
+    best: tuple[tuple[str, str], ...]  # (dotted JSON key, lower|higher) values tracked during training
+    summary: str
+    real_split: str = "train"  # split of the run's data used as the default real set
+    keys: tuple[str, ...] = ()  # the JSON keys it writes, when more than its name
+    equal_sizes: bool = False  # compares sets of equal size (the smaller side sets the count)
+
+    @property
+    def output_keys(self) -> tuple[str, ...]:
+        return self.keys or (self.name,)
+
+
+METRICS: dict[str, Metric] = {m.name: m for m in [
+    Metric("swd", "images", 16384, 2, "required", "swd", (("swd.avg", LOWER),),
+           "sliced Wasserstein distance of Laplacian-pyramid patches (Progressive GAN), x1e3", equal_sizes=True),
+    Metric("ms_ssim", "images", 20000, 2, "optional", "ms_ssim", (("ms_ssim_gap", LOWER),),
+           "mean MS-SSIM of consecutive pairs of generated images (10,000 pairs), and of the real set",
+           keys=("ms_ssim", "ms_ssim_real", "ms_ssim_gap")),
+    Metric("fid", "images", 50000, 2, "required", "inception", (("fid", LOWER),),
+           "Frechet Inception distance (TF Inception pool3 features)"),
+    Metric("kid", "images", 50000, 1000, "required", "inception", (("kid", LOWER),),
+           "kernel Inception distance (100 subsets of 1000, cubic kernel)"),
+    Metric("is", "images", 50000, 10, "none", "inception", (("is.mean", HIGHER),),
+           "Inception score (10 splits, logits without the output bias)"),
+    Metric("pr", "images", 50000, 4, "required", "vgg16", (("pr.precision", HIGHER), ("pr.recall", HIGHER)),
+           "improved precision and recall (VGG16 fc2 features, k=3)"),
+    # 129: the classifier's 128-d features need N > 128 for a full-rank covariance.
+    Metric("fd_fmnist", "images", 10000, 129, "required", "fmnist", (("fd_fmnist", LOWER), ("class_kl", LOWER)),
+           "Frechet distance of the packaged Fashion-MNIST classifier's features, plus its class-histogram KL",
+           real_split="test", keys=("fd_fmnist", "class_kl")),
+    Metric("kid_fmnist", "images", 10000, 129, "required", "fmnist", (("kid_fmnist", LOWER),),
+           "KID of the packaged Fashion-MNIST classifier's features", real_split="test"),
+    Metric("modes", "points", 2500, 1, "none", "modes", (("modes.covered", HIGHER), ("modes.high_quality", HIGHER)),
+           "modes covered and high-quality fraction on the toy Gaussian mixtures (VEEGAN/PacGAN)"),
+]}
+
+# group -> "module:function", imported lazily so that asking for modes never imports torch-fidelity.
+GROUP_FUNCTIONS = {
+    "swd": "gankit.metrics.registry:compute_swd",
+    "ms_ssim": "gankit.metrics.registry:compute_ms_ssim",
+    "inception": "gankit.metrics.inception:inception_metrics",
+    "vgg16": "gankit.metrics.inception:inception_metrics",
+    "fmnist": "gankit.metrics.registry:compute_fmnist",
+    "modes": "gankit.metrics.modes:modes_metric",
+}
+
+
+def metric_names() -> list[str]:
+    return list(METRICS)
+
+
+def parse_metric_names(names: str | list[str]) -> list[Metric]:
+    """Metrics named in a comma-separated string or a list, in the order given, without repeats."""
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",")]
+    names = [n for n in names if n]
+    if not names:
+        raise GankitError(f"no metric given: choose from {', '.join(METRICS)}")
+    unknown = [n for n in names if n not in METRICS]
+    if unknown:
+        raise GankitError(f"unknown metric {', '.join(unknown)}: choose from {', '.join(METRICS)}")
+    return [METRICS[n] for n in dict.fromkeys(names)]
+
+
+def group_function(group: str) -> Callable[..., dict]:
+    module_name, function_name = GROUP_FUNCTIONS[group].split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise GankitError(f"the {group} metrics are not available in this installation: {err}") from None
+    return getattr(module, function_name)
+
+
+@dataclass
+class EvalContext:
+    """What the metric functions may need besides the samples."""
+
+    device: Any  # torch.device
+    seed: int = 0
+    inception_weights: str | None = None  # local TF-Inception weights file (offline machines)
+    vgg16_weights: str | None = None  # local torchvision VGG16 weights file (offline machines)
+    cache: dict = field(default_factory=dict)  # per-process results on fixed real sets (e.g. real MS-SSIM)
+    verbose: bool = False
+
+
+def lookup(result: dict, dotted: str):
+    """result['a']['b'] for 'a.b'; None when absent."""
+    node: Any = result
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+# ---- adapters to the metric modules that take plain uint8 tensors ----------------------------------
+
+def compute_swd(names, fake, real, context: EvalContext) -> dict:
+    from gankit.metrics import swd
+
+    reference = real.data
+    if real.key is not None:
+        # A fixed real set: its SWD reference (channel statistics) is built once per process and
+        # cached on disk under its content digest, so a changed dataset never reuses a stale file.
+        from gankit.data.idx import cache_dir
+        from gankit.metrics.sources import content_digest
+
+        memo = ("swd", real.key, len(real.data), context.seed)
+        if memo not in context.cache:
+            digest = content_digest(real.data)
+            path = cache_dir() / "swd" / f"{digest}-seed{context.seed}.safetensors"
+            context.cache[memo] = swd.real_descriptor_cache(real.data, path, key=digest, seed=context.seed)
+        reference = context.cache[memo]
+    return {"swd": swd.sliced_wasserstein(reference, fake.data, seed=context.seed)}
+
+
+def compute_ms_ssim(names, fake, real, context: EvalContext) -> dict:
+    from gankit.metrics.ms_ssim import ms_ssim_pairs
+
+    fake_score = float(ms_ssim_pairs(fake.data, num_pairs=len(fake.data) // 2))
+    out: dict[str, Any] = {"ms_ssim": fake_score}
+    if real is not None:
+        # The real set's own score is fixed: compute it once per process (periodic evaluation).
+        key = ("ms_ssim_real", real.key, len(real.data))
+        if real.key is None or key not in context.cache:
+            context.cache[key] = float(ms_ssim_pairs(real.data, num_pairs=len(real.data) // 2))
+        out["ms_ssim_real"] = context.cache[key]
+        out["ms_ssim_gap"] = abs(fake_score - out["ms_ssim_real"])
+    return out
+
+
+def compute_fmnist(names, fake, real, context: EvalContext) -> dict:
+    from gankit.metrics.fmnist import fmnist_metrics
+
+    values = fmnist_metrics(real.data, fake.data, context.device)
+    out: dict[str, Any] = {}
+    if "fd_fmnist" in names:
+        out["fd_fmnist"] = float(values["fd_fmnist"])
+        out["class_kl"] = float(values["class_kl"])
+    if "kid_fmnist" in names:
+        out["kid_fmnist"] = float(values["kid_fmnist"])
+    return out
