@@ -7,13 +7,14 @@ gankit runs its real `train()` on the same architecture and hyper-parameters. Th
 (reference, gankit, reference, gankit, ...) and the ratio of their median images/s is printed, with the
 achieved GFLOP/s as a fraction of this machine's matrix-multiply peak measured in the same run.
 
-    python benchmarks/train_speed.py                       # all cases, fp32 and bf16
-    python benchmarks/train_speed.py --case dcgan64 --steps 40 --rounds 3
+    python benchmarks/train_speed.py                       # all cases, variants fp32, bf16, bf16+cl
+    python benchmarks/train_speed.py --case dcgan64 --variants fp32,bf16+cl+fused --rounds 3
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -155,8 +156,9 @@ def run_gankit(preset: str, overrides: list[str], steps: int, warmup_steps: int 
     config = gcfg.load(preset, overrides + [f"train.steps={total}", f"train.log_every={warmup_steps}",
                                             f"train.sample_every={10 * total}", f"train.checkpoint_every={10 * total}"])
     with tempfile.TemporaryDirectory() as tmp:
-        # The final checkpoint and grid are written after the timed steps.
-        train(config, Path(tmp) / "run", None, "cpu")
+        # The final checkpoint and grid are written after the timed steps; the run's log lines are muted.
+        with open(Path(tmp) / "stdout.txt", "w") as muted, contextlib.redirect_stdout(muted):
+            train(config, Path(tmp) / "run", None, "cpu")
         records = [json.loads(line) for line in (Path(tmp) / "run" / "stats.jsonl").read_text().splitlines()]
     # The first interval holds start-up; each later one covers log_every steps at steady state.
     pairs = [(prev, r) for prev, r in zip(records, records[1:]) if prev["step"] >= warmup_steps]
@@ -197,42 +199,60 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, seconds: float = 2.0) -> floa
     return 2 * n**3 * count / (time.perf_counter() - start) / 1e9
 
 
+VARIANTS = {
+    # name: gankit overrides (each lever on its own, then together)
+    "fp32": ["train.precision=fp32"],
+    "fp32+cl": ["train.precision=fp32", "train.channels_last=true"],
+    "bf16": ["train.precision=bf16"],
+    "bf16+cl": ["train.precision=bf16", "train.channels_last=true"],
+    "bf16+cl+fused": ["train.precision=bf16", "train.channels_last=true", "train.fused_optimizer=true"],
+    "fp32+compile": ["train.precision=fp32", "train.compile=true"],
+    "bf16+cl+compile": ["train.precision=bf16", "train.channels_last=true", "train.compile=true"],
+}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--case", action="append", choices=sorted(CASES), help="default: all")
-    parser.add_argument("--precision", default="fp32,bf16", help="gankit precisions to measure")
+    parser.add_argument("--variants", default="fp32,bf16,bf16+cl",
+                        help=f"comma-separated gankit variants from: {', '.join(VARIANTS)}")
     parser.add_argument("--steps", type=int, default=30, help="timed generator steps per measurement")
-    parser.add_argument("--rounds", type=int, default=2, help="alternations of reference and gankit")
+    parser.add_argument("--rounds", type=int, default=2, help="alternations of reference and gankit variants")
     parser.add_argument("--extra", action="append", default=[], help="extra gankit --set overrides")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
+    variants = args.variants.split(",")
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variants {unknown}")
 
-    torch.set_num_threads(torch.get_num_threads())
     peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
     print(f"matmul peak: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s "
-          f"({torch.get_num_threads()} threads)")
+          f"({torch.get_num_threads()} threads)", flush=True)
     images, _ = load_idx_images("fashion-mnist", None, "train")
     results = []
     for case in args.case or sorted(CASES):
         preset, overrides, loss, n_critic, resolution = CASES[case]
         overrides = overrides + args.extra
         flops = gankit_step_flops(preset, overrides)
-        for precision in args.precision.split(","):
-            ours_overrides = overrides + [f"train.precision={precision}"]
-            ref_runs, our_runs = [], []
-            for _ in range(args.rounds):
-                ref_runs.append(run_reference(images, resolution, loss, n_critic, args.steps))
-                our_runs.append(run_gankit(preset, ours_overrides, args.steps))
-            ref, ours = statistics.median(ref_runs), statistics.median(our_runs)
-            batch = 64
-            gflops = flops * ours / (batch * n_critic) / 1e9
-            row = {"case": case, "precision": precision, "reference_img_s": ref, "gankit_img_s": ours,
+        runs: dict[str, list[float]] = {"reference": [], **{v: [] for v in variants}}
+        steps = max(5, args.steps // n_critic)
+        for _ in range(args.rounds):  # alternate, so that drifts in machine load hit every variant alike
+            runs["reference"].append(run_reference(images, resolution, loss, n_critic, steps))
+            for variant in variants:
+                runs[variant].append(run_gankit(preset, overrides + VARIANTS[variant], steps))
+        ref = statistics.median(runs["reference"])
+        print(f"{case}: reference {ref:.1f} img/s; {flops / 1e9:.1f} GFLOP per generator step", flush=True)
+        for variant in variants:
+            ours = statistics.median(runs[variant])
+            precision = "bf16" if "bf16" in variant else "fp32"
+            gflops = flops * ours / (64 * n_critic) / 1e9
+            row = {"case": case, "variant": variant, "reference_img_s": ref, "gankit_img_s": ours,
                    "ratio": ours / ref, "gflop_per_step": flops / 1e9, "gankit_gflop_s": gflops,
-                   "fraction_of_peak": gflops / peaks[precision], "peak_gflop_s": peaks[precision]}
+                   "fraction_of_peak": gflops / peaks[precision], "peak": precision}
             results.append(row)
-            print(f"{case:9s} {precision}: reference {ref:7.1f} img/s  gankit {ours:7.1f} img/s  "
-                  f"ratio {ours / ref:5.2f}  |  {flops / 1e9:6.1f} GFLOP/step, {gflops:6.1f} GFLOP/s = "
-                  f"{100 * gflops / peaks[precision]:4.1f}% of {precision} peak", flush=True)
+            print(f"  {variant:16s} {ours:7.1f} img/s  ratio {ours / ref:5.2f}  {gflops:6.1f} GFLOP/s = "
+                  f"{100 * gflops / peaks[precision]:4.1f}% of the {precision} matmul peak", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({"peaks": peaks, "results": results}, indent=2))
     return 0
