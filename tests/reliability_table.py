@@ -1,7 +1,7 @@
 """Turns a pytest JUnit XML report into the reliability table of docs/reliability.md.
 
     .venv/bin/python -m pytest tests/test_kill_resume.py tests/test_faults.py tests/test_config_fuzz.py \
-        tests/test_run_lock.py tests/test_checkpoint_files.py --junitxml=/tmp/reliability.xml
+        tests/test_run_lock.py tests/test_checkpoint_files.py -o junit_family=xunit1 --junitxml=/tmp/reliability.xml
     .venv/bin/python tests/reliability_table.py /tmp/reliability.xml
 
 Tests that measure a fault record it with `record_property("reliability", json)` holding the issue's

@@ -46,13 +46,14 @@ def toy_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def image_run(tmp_path_factory):
-    """A 2-step DCGAN on 256 Fashion-MNIST images at 16x16."""
+    """A 2-step DCGAN on 256 Fashion-MNIST images at 16x16, evaluated (ms_ssim, 300 samples) at step 2."""
     from gankit.cli import main
 
     if not Path("/usr/share/datasets/fashion-mnist").is_dir():
         pytest.skip("Fashion-MNIST not installed")
     run = tmp_path_factory.mktemp("img") / "run"
-    assert main(tiny_train_args(run, steps=2)) == 0
+    evaluation = ["eval.every=2", "eval.metrics=[ms_ssim]", "eval.num_samples=300"]
+    assert main(tiny_train_args(run, steps=2, extra=evaluation)) == 0
     return run
 
 
@@ -106,6 +107,24 @@ def test_best_values_follow_each_metrics_direction():
     assert best["fid"] == {"value": 20.0, "step": 2, "direction": "lower"}
     assert best["is.mean"] == {"value": 2.0, "step": 1, "direction": "higher"}
     assert best["ms_ssim_gap"]["step"] == 2
+
+
+@needs_fashion_mnist
+def test_periodic_image_metric_uses_the_whole_smaller_training_set(image_run):
+    from gankit.metrics.ms_ssim import ms_ssim_pairs
+
+    (record,) = [r for r in lines(image_run / "metrics.jsonl") if r["origin"] == "training"]
+    assert record["step"] == 2 and record["samples"] == {"ms_ssim": {"fake": 300, "real": 256}}
+    assert record["ms_ssim"] == pytest.approx(ms_ssim_pairs(generated(image_run, 300, seed=2), 150), rel=1e-12)
+    assert record["ms_ssim_gap"] == pytest.approx(abs(record["ms_ssim"] - record["ms_ssim_real"]))
+    best = json.loads((image_run / "metrics_best.json").read_text())
+    assert best == {"ms_ssim_gap": {"value": record["ms_ssim_gap"], "step": 2, "direction": "lower"}}
+
+
+@needs_fashion_mnist
+def test_training_refuses_a_metric_the_training_set_is_too_small_for(tmp_path, run_cli):
+    code, _, err = run_cli(*tiny_train_args(tmp_path / "r", steps=2, extra=["eval.every=1", "eval.metrics=[kid]"]))
+    assert code == 2 and "kid needs at least 1000 real samples" in err and "has 256" in err
 
 
 def test_training_refuses_an_image_metric_on_toy_data_before_starting(tmp_path, run_cli):

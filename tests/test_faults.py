@@ -137,9 +137,9 @@ def test_nan_in_a_loss_stops_before_anything_is_saved(tmp_path, run_cli, monkeyp
     real_loss = gankit.losses.discriminator_loss
     calls = {"n": 0}
 
-    def nan_at_step_5(cfg, D, real, fake):
+    def nan_at_step_5(cfg, D, real, fake, *args, **kwargs):
         calls["n"] += 1
-        return real_loss(cfg, D, real * float("nan") if calls["n"] == 5 else real, fake)
+        return real_loss(cfg, D, real * float("nan") if calls["n"] == 5 else real, fake, *args, **kwargs)
 
     monkeypatch.setattr(gankit.losses, "discriminator_loss", nan_at_step_5)
     code, _, err = run_cli(*tiny_train_args(run, steps=12, extra=[*NAN_SCHEDULE, "train.checkpoint_every=2",

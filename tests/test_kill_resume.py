@@ -181,7 +181,8 @@ def test_kill_9_of_real_processes_many_times(tmp_path, record_property):
         out = first_line + out
         assert proc.returncode in (0, -signal.SIGKILL), err
         resumed = RESUMED.search(out)
-        assert (Path(resumed.group(1)) if resumed else None) == (newest[-1] if newest else None)
+        if resumed or re.search(r"^training ", out, re.M):  # it got as far as loading (a hook may kill earlier)
+            assert (Path(resumed.group(1)) if resumed else None) == (newest[-1] if newest else None)
         killed += proc.returncode == -signal.SIGKILL
         during_writes += "SIGKILL during the write" in err
     assert proc.returncode == 0

@@ -30,19 +30,13 @@ def check_sample_minimum(metrics: list[Metric], num_samples: int | None, option:
 
 def check_kinds(metrics: list[Metric], kind: str, origin: str) -> None:
     """Image metrics on images, toy metrics on 2-D points."""
-    for metric in metrics:
-        if metric.needs != kind:
-            if kind == "points":
-                hint = "the toy metrics are: " + ", ".join(m for m in _names_needing("points"))
-            else:
-                hint = "image metrics are: " + ", ".join(m for m in _names_needing("images"))
-            raise GankitError(f"{metric.name} needs {metric.needs}, but {origin} gives {kind}; {hint}")
-
-
-def _names_needing(kind: str) -> list[str]:
     from gankit.metrics.registry import METRICS
 
-    return [name for name, m in METRICS.items() if m.needs == kind]
+    for metric in metrics:
+        if metric.needs != kind:
+            fitting = [name for name, m in METRICS.items() if m.needs == kind]
+            raise GankitError(f"{metric.name} needs {metric.needs}, but {origin} gives {kind}; the metrics for "
+                              f"{kind} are: {', '.join(fitting)}")
 
 
 def wanted_counts(metrics: list[Metric], num_samples: int | None) -> dict[str, int]:
@@ -63,10 +57,13 @@ def _count(samples: Samples, wanted: int, explicit: bool, metric: Metric, side: 
 
 
 def evaluate(metrics: list[Metric], fake: Samples, reals: dict[str, Samples], context: EvalContext,
-             num_samples: int | None) -> dict:
+             num_samples: int | None, strict: bool = True) -> dict:
     """Computes the metrics; reals maps a split ('train', 'test') to the real samples for the metrics
-    that use that split (absent when none is needed). Returns the JSON object described above."""
+    that use that split (absent when none is needed). Returns the JSON object described above.
+
+    strict: an explicit num_samples larger than a source is an error (else the source's size is used)."""
     wanted = wanted_counts(metrics, num_samples)
+    explicit = strict and num_samples is not None
     groups: dict[str, list[Metric]] = {}
     for metric in metrics:
         groups.setdefault(metric.group, []).append(metric)
@@ -75,7 +72,7 @@ def evaluate(metrics: list[Metric], fake: Samples, reals: dict[str, Samples], co
     used: dict[str, dict] = {}
     for group, members in groups.items():
         group_wanted = max(wanted[m.name] for m in members)
-        n_fake = max(_count(fake, group_wanted, num_samples is not None, m, "generated") for m in members)
+        n_fake = max(_count(fake, group_wanted, explicit, m, "generated") for m in members)
         real = None
         if any(m.real != "none" for m in members):
             real = reals.get(members[0].real_split)
@@ -83,7 +80,7 @@ def evaluate(metrics: list[Metric], fake: Samples, reals: dict[str, Samples], co
                 raise GankitError(f"{members[0].name} compares with real samples: pass --real")
         if real is not None:
             _check_same_kind(fake, real)
-            n_real = max(_count(real, group_wanted, num_samples is not None, m, "real") for m in members)
+            n_real = max(_count(real, group_wanted, explicit, m, "real") for m in members)
             if any(m.equal_sizes for m in members):
                 n_fake = n_real = min(n_fake, n_real)
             real = real.first(n_real)
@@ -128,11 +125,12 @@ def real_sets(metrics: list[Metric], spec: str | None, source, num_samples: int 
         per_split[metric.real_split] = max(per_split.get(metric.real_split, 0), wanted[metric.name])
     from gankit.metrics.sources import load_real
 
-    training_data = source.training_data() if spec is None else None
-    if spec is not None:  # one set serves every split
-        return dict.fromkeys(per_split, load_real(spec, None, max(per_split.values()), "train", seed)) \
-            if per_split else {}
-    return {split: load_real(None, training_data, n, split, seed) for split, n in per_split.items()}
+    if not per_split:
+        return {}
+    if spec is not None:  # one given set serves every split
+        real = load_real(spec, None, max(per_split.values()), "train", seed)
+        return dict.fromkeys(per_split, real)
+    return {split: load_real(None, source.training_data(), n, split, seed) for split, n in per_split.items()}
 
 
 def append_metrics_line(run_dir: Path, step: int, result: dict, origin: str) -> None:
@@ -162,11 +160,11 @@ def eval_command(args) -> int:
     result = evaluate(metrics, fake, reals, context, args.num_samples)
 
     text = json.dumps(result, indent=2)
-    print(text)
     if args.out:
         from gankit.checkpoint import atomic_write
 
         atomic_write(Path(args.out), lambda tmp: Path(tmp).write_text(text + "\n"))
     if source.run_dir is not None:
         append_metrics_line(source.run_dir, source.step, result, "eval")
+    print(text)
     return 0

@@ -67,10 +67,18 @@ def neighbourhoods(level: np.ndarray, y: np.ndarray, x: np.ndarray, per_image: i
 
 
 def normalize_descriptors(descriptors: np.ndarray) -> np.ndarray:
-    """Per-channel standardization by the set's own float32 mean and std, flattened to [n, C*49]."""
-    descriptors = descriptors - np.mean(descriptors, axis=(0, 2, 3), keepdims=True)
-    std = np.std(descriptors, axis=(0, 2, 3), keepdims=True)
-    descriptors /= np.where(std > 0, std, np.float32(1))  # gankit's choice for constant channels
+    """Per-channel standardization by the set's own mean and std, flattened to [n, C*49].
+
+    The statistics are accumulated in float64 and applied in float32. The paper's code calls
+    np.mean / np.std on the float32 array; over these strided axes NumPy then sums sequentially in
+    float32, which drifts (2e-3 relative in the SWD of 4,096 images here): an accident, not protocol.
+    """
+    axes = (0, 2, 3)
+    mean = np.mean(descriptors, axis=axes, keepdims=True, dtype=np.float64)
+    std = np.std(descriptors, axis=axes, keepdims=True, dtype=np.float64)
+    std = np.where(std > 0, std, 1.0)  # gankit's choice for constant channels
+    descriptors = descriptors - mean.astype(np.float32)
+    descriptors /= std.astype(np.float32)
     return descriptors.reshape(len(descriptors), -1)
 
 

@@ -56,6 +56,11 @@ class PeriodicEvaluator:
         self.toy_source = config.data.source if config.data.is_toy else None
         self.context = EvalContext(device=device, seed=config.seed)
         self.reals = real_sets(self.metrics, None, _TrainingData(config), self.num_samples, config.seed)
+        for metric in self.metrics:
+            real = self.reals.get(metric.real_split) if metric.real != "none" else None
+            if real is not None and len(real.data) < metric.min_samples:
+                raise GankitError(f"eval.metrics: {metric.name} needs at least {metric.min_samples} real samples; "
+                                  f"{real.origin} has {len(real.data)}")
         self._fetch_weights()
         best_file = self.run_dir / BEST_FILE
         self.best: dict = json.loads(best_file.read_text()) if best_file.is_file() else {}
@@ -83,7 +88,8 @@ class PeriodicEvaluator:
             finally:
                 generator.train(was_training)
             fake = Samples(data, f"the generator at step {step}", self.toy_source)
-            result = evaluate(self.metrics, fake, self.reals, self.context, self.num_samples)
+            # A training set smaller than eval.num_samples is used whole (the counts are recorded).
+            result = evaluate(self.metrics, fake, self.reals, self.context, self.num_samples, strict=False)
         np.random.set_state(numpy_state)
 
         append_metrics_line(self.run_dir, step, result, "training")

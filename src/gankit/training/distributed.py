@@ -81,6 +81,12 @@ class Replica:
         in group i mod N/4) stay the same groups as in the global batch."""
         return batch if not self.is_distributed else batch[self.rank :: self.world_size]
 
+    def restore_device_rng(self, rng_state: dict, device: torch.device) -> None:
+        """On CUDA under torchrun, this rank's GPU continues the generator of the GPU the checkpoint's
+        process drew on (cuda:0, rank 0's or a single process's), so every rank draws the same values."""
+        if self.is_distributed and device.type == "cuda" and rng_state.get("cuda"):
+            torch.cuda.set_rng_state(rng_state["cuda"][0], device)
+
     def penalty_epsilon(self, loss_cfg, real: torch.Tensor) -> torch.Tensor | None:
         """The gradient penalty's weights for this rank's samples, from a draw for the global batch;
         None in a single process (the penalty draws them itself, as it always has)."""

@@ -137,6 +137,7 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
         torch.set_rng_state(state["rng"]["torch"])
         if device.type == "cuda" and state["rng"].get("cuda"):
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        replica.restore_device_rng(state["rng"], device)
         step, images_seen = int(state["step"]), int(state["images_seen"])
         if replica.is_main:
             drop_stats_after(run_dir / "stats.jsonl", step)  # the steps after the checkpoint are redone
