@@ -31,10 +31,14 @@ from gankit import config as gcfg
 from gankit.data.idx import load_idx_images
 
 CASES = {
-    # name: (gankit preset, overrides matching the reference, reference loss, n_critic, resolution)
-    "dcgan64": ("dcgan-fashion-mnist", ["data.resolution=64", "train.batch_size=64"], "bce", 1, 64),
-    "dcgan32": ("dcgan-fashion-mnist", ["train.batch_size=64"], "bce", 1, 32),
-    "wgangp32": ("wgangp-fashion-mnist", ["train.batch_size=64"], "wgan-gp", 5, 32),
+    # name: (gankit preset, overrides matching the reference, reference loss, n_critic, resolution, batch)
+    "dcgan64": ("dcgan-fashion-mnist", ["data.resolution=64", "train.batch_size=64"], "bce", 1, 64, 64),
+    "dcgan32": ("dcgan-fashion-mnist", ["train.batch_size=64"], "bce", 1, 32, 64),
+    "wgangp32": ("wgangp-fashion-mnist", ["train.batch_size=64"], "wgan-gp", 5, 32, 64),
+    # The PGAN preset at its last scale (32x32, fade-in over): the earlier scales last one step each so
+    # that the timed steps are the steady state of the full network, the costliest part of the run.
+    "pgan32": ("pgan-fashion-mnist", ["train.max_iter_at_scale=[1,1,1,100000]", "train.fade_iters=0"],
+               "pgan", 1, 32, 32),
 }
 
 
@@ -82,16 +86,31 @@ def textbook_models(resolution: int, nz=100, ngf=64, ndf=64, nc=1, sigmoid=True,
     return G, D
 
 
+def textbook_pgan_models(resolution: int):
+    """gankit's fully grown PGAN networks: a tutorial reproducing the paper defines the same layers."""
+    from gankit.models.pgan import PGANDiscriminator, PGANGenerator
+
+    depths = [128, 128, 64, 32]
+    return PGANGenerator(128, resolution, 1, depths), PGANDiscriminator(resolution, 1, depths)
+
+
 def run_reference(images: torch.Tensor, resolution: int, loss: str, n_critic: int, steps: int, batch=64,
                   warmup=3) -> float:
     """Images/s of the textbook loop over `steps` generator steps (after `warmup` steps)."""
     torch.manual_seed(0)
     loader = DataLoader(PerSamplePILDataset(images, resolution), batch_size=batch, shuffle=True, num_workers=2,
                         drop_last=True, persistent_workers=True)
-    G, D = textbook_models(resolution, sigmoid=loss == "bce", batch_norm_d=loss == "bce")
+    nz = 128 if loss == "pgan" else 100
+    if loss == "pgan":
+        G, D = textbook_pgan_models(resolution)
+    else:
+        G, D = textbook_models(resolution, sigmoid=loss == "bce", batch_norm_d=loss == "bce")
     if loss == "bce":
         opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
         opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    elif loss == "pgan":
+        opt_g = torch.optim.Adam(G.parameters(), lr=1e-3, betas=(0.0, 0.99))
+        opt_d = torch.optim.Adam(D.parameters(), lr=1e-3, betas=(0.0, 0.99))
     else:
         opt_g = torch.optim.Adam(G.parameters(), lr=1e-4, betas=(0.5, 0.9))
         opt_d = torch.optim.Adam(D.parameters(), lr=1e-4, betas=(0.5, 0.9))
@@ -113,7 +132,7 @@ def run_reference(images: torch.Tensor, resolution: int, loss: str, n_critic: in
         for _ in range(n_critic):
             real = next_real()
             b = real.size(0)
-            noise = torch.randn(b, 100, 1, 1)
+            noise = torch.randn(b, nz) if loss == "pgan" else torch.randn(b, nz, 1, 1)
             fake = G(noise)
             D.zero_grad()
             if loss == "bce":
@@ -131,6 +150,8 @@ def run_reference(images: torch.Tensor, resolution: int, loss: str, n_critic: in
                 grad = torch.autograd.grad(D(x_hat).sum(), x_hat, create_graph=True)[0]
                 gp = ((grad.view(b, -1).norm(2, dim=1) - 1) ** 2).mean()
                 err = out_fake.mean() - out_real.mean() + 10 * gp
+                if loss == "pgan":  # the paper's drift term keeps the critic's outputs near zero
+                    err = err + 0.001 * (out_real ** 2).mean()
                 err.backward()
                 d_x = err.item()
             opt_d.step()
@@ -148,7 +169,7 @@ def run_reference(images: torch.Tensor, resolution: int, loss: str, n_critic: in
 
 # ---- gankit -------------------------------------------------------------------------------------
 
-def run_gankit(preset: str, overrides: list[str], steps: int, warmup_steps: int = 5) -> float:
+def run_gankit(preset: str, overrides: list[str], steps: int, warmup_steps: int = 6) -> float:
     """Images/s of gankit's train() after warm-up, from its own stats.jsonl."""
     from gankit.training.loop import train
 
@@ -232,13 +253,13 @@ def main(argv=None) -> int:
     images, _ = load_idx_images("fashion-mnist", None, "train")
     results = []
     for case in args.case or sorted(CASES):
-        preset, overrides, loss, n_critic, resolution = CASES[case]
+        preset, overrides, loss, n_critic, resolution, batch = CASES[case]
         overrides = overrides + args.extra
         flops = gankit_step_flops(preset, overrides)
         runs: dict[str, list[float]] = {"reference": [], **{v: [] for v in variants}}
         steps = max(5, args.steps // n_critic)
         for _ in range(args.rounds):  # alternate, so that drifts in machine load hit every variant alike
-            runs["reference"].append(run_reference(images, resolution, loss, n_critic, steps))
+            runs["reference"].append(run_reference(images, resolution, loss, n_critic, steps, batch))
             for variant in variants:
                 runs[variant].append(run_gankit(preset, overrides + VARIANTS[variant], steps))
         ref = statistics.median(runs["reference"])
@@ -246,7 +267,7 @@ def main(argv=None) -> int:
         for variant in variants:
             ours = statistics.median(runs[variant])
             precision = "bf16" if "bf16" in variant else "fp32"
-            gflops = flops * ours / (64 * n_critic) / 1e9
+            gflops = flops * ours / (batch * n_critic) / 1e9
             row = {"case": case, "variant": variant, "reference_img_s": ref, "gankit_img_s": ours,
                    "ratio": ours / ref, "gflop_per_step": flops / 1e9, "gankit_gflop_s": gflops,
                    "fraction_of_peak": gflops / peaks[precision], "peak": precision}
