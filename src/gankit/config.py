@@ -80,7 +80,9 @@ class TrainConfig(_Section):
     d_lr: float = Field(2.0e-4, gt=0.0)
     betas: tuple[float, float] = (0.5, 0.999)  # adam only
     ema: Optional[float] = Field(0.999, ge=0.0, lt=1.0)  # decay of the EMA generator; null disables
-    precision: Literal["fp32", "bf16"] = "fp32"
+    # auto: bf16 autocast where the hardware computes bf16 natively (CUDA with bf16, CPUs with AVX512-BF16
+    # or AMX), else fp32; see docs/benchmarks.md for the speed and quality measurements behind it
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
     log_every: int = Field(50, ge=1)
     sample_every: int = Field(500, ge=1)
     checkpoint_every: int = Field(500, ge=1)

@@ -17,7 +17,7 @@ from gankit.checkpoint import (atomic_write, checkpoint_path, export_generator, 
                                load_training_state, prune_checkpoints, save_training_state)
 from gankit.config import Config, to_yaml
 from gankit.data import build_batches
-from gankit.device import resolve_device
+from gankit.device import resolve_device, resolve_precision
 from gankit.errors import GankitError
 from gankit.models import build_discriminator, build_generator
 from gankit.losses_gdpp import generator_loss_with_gdpp
@@ -148,7 +148,10 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
     # The sample grid's latents depend on the seed only, so grids are comparable over time and runs.
     fixed_z = torch.randn(tcfg.grid_size, config.model.z_dim,
                           generator=torch.Generator().manual_seed(config.seed + 1)).to(device)
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if tcfg.precision == "bf16"
+    precision = resolve_precision(tcfg.precision, device)
+    if tcfg.precision == "auto":
+        log(f"train.precision auto: {precision} on {device}")
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16"
                 else contextlib.nullcontext())
     writer = _tensorboard(run_dir, purge_step=step if state is not None else None) if replica.is_main else None
     evaluator = None
