@@ -49,9 +49,10 @@ def train_all(jobs: list[tuple[str, int, Path]], preset: str, steps: int | None,
         running.append((folder, process, log))
         if not parallel:
             process.wait()
+            seconds[folder] = time.perf_counter() - started[folder]
     for folder, process, log in running:
         code = process.wait()
-        seconds[folder] = time.perf_counter() - started[folder]
+        seconds.setdefault(folder, time.perf_counter() - started[folder])  # parallel: until the last ends
         log.close()
         if code != 0:
             sys.exit(f"training {folder} failed with exit code {code}; see {folder.parent / (folder.name + '.train.log')}")

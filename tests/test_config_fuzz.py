@@ -118,7 +118,7 @@ VALID = {
     "train.d_lr": floats_in(1e-12, 10),
     "train.betas": st.tuples(floats_in(0, 1, exclude_max=True), floats_in(0, 1, exclude_max=True)).map(list),
     "train.ema": st.one_of(st.none(), floats_in(0, 1, exclude_max=True)),
-    "train.precision": st.sampled_from(["fp32", "bf16"]),
+    "train.precision": st.sampled_from(["fp32", "bf16", "fp16", "auto"]),
     "train.log_every": st.integers(1, 10**9),
     "train.sample_every": st.integers(1, 10**9),
     "train.checkpoint_every": st.integers(1, 10**9),
@@ -218,7 +218,7 @@ INVALID = {
     "loss.kind": identifiers.filter(lambda s: s not in ("gan", "nsgan", "lsgan", "wgan", "hinge")),
     "model.arch": identifiers.filter(lambda s: s not in ("mlp", "dcgan", "pgan")),
     "data.source": identifiers,
-    "train.precision": st.sampled_from(["fp16", "FP32", "32", "null"]),
+    "train.precision": st.sampled_from(["fp8", "FP32", "32", "null"]),
     "eval.metrics": st.sampled_from(["[nope]", "fid", "[1]", "[fid, made_up]"]),
     "name": st.sampled_from(["''", "'.'", "'..'", "'a/b'", "'../escape'", "'a\\b'", '"a\\x00b"', '"a\\nb"', "[a]", "1"]),
 }

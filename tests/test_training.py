@@ -90,7 +90,7 @@ def test_every_objective_trains(tmp_path, run_cli):
 
 
 def test_bf16_precision_runs_and_differs_from_fp32(tmp_path, run_cli):
-    assert run_cli(*tiny_train_args(tmp_path / "fp32", steps=2))[0] == 0
+    assert run_cli(*tiny_train_args(tmp_path / "fp32", steps=2, extra=["train.precision=fp32"]))[0] == 0
     assert run_cli(*tiny_train_args(tmp_path / "bf16", steps=2, extra=["train.precision=bf16"]))[0] == 0
     a, b = final_state(tmp_path / "fp32")["G"], final_state(tmp_path / "bf16")["G"]
     assert b["net.0.weight"].dtype == torch.float32  # autocast keeps fp32 master weights

@@ -81,8 +81,9 @@ class TrainConfig(_Section):
     betas: tuple[float, float] = (0.5, 0.999)  # adam only
     ema: Optional[float] = Field(0.999, ge=0.0, lt=1.0)  # decay of the EMA generator; null disables
     # auto: bf16 autocast where the hardware computes bf16 natively (CUDA with bf16, CPUs with AVX512-BF16
-    # or AMX), else fp32; see docs/benchmarks.md for the speed and quality measurements behind it
-    precision: Literal["fp32", "bf16", "auto"] = "fp32"
+    # or AMX), else fp32; fp16: autocast with a gradient scaler per network (for GPUs without bf16);
+    # see docs/benchmarks.md for the speed and quality measurements behind these
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
     log_every: int = Field(50, ge=1)
     sample_every: int = Field(500, ge=1)
     checkpoint_every: int = Field(500, ge=1)

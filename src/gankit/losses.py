@@ -63,17 +63,22 @@ def penalty_epsilon(count: int, like: torch.Tensor) -> torch.Tensor:
 
 
 def gradient_penalty(discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor,
-                     eps: torch.Tensor | None = None) -> torch.Tensor:
+                     eps: torch.Tensor | None = None, loss_scale: torch.Tensor | None = None) -> torch.Tensor:
     """WGAN-GP: mean of (||grad_x D(x_hat)||_2 - 1)^2 at x_hat = e*real + (1-e)*fake, e ~ U[0, 1) per sample.
 
     The gradient comes from autograd.grad on the inputs with create_graph=True, so one ordinary
     backward of the total loss differentiates through it (this also works under DDP). `eps` is drawn
-    here unless given: data-parallel training passes its rank's slice of a draw for the global batch."""
+    here unless given: data-parallel training passes its rank's slice of a draw for the global batch.
+    `loss_scale` (fp16): the scores are scaled before autograd.grad so that small gradients do not
+    underflow in fp16, and the gradient unscaled before the norm (PyTorch's AMP recipe)."""
     if eps is None:
         eps = penalty_epsilon(real.shape[0], real)
     x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
     scores = discriminator(x_hat)
-    (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)
+    total = scores.sum() if loss_scale is None else scores.float().sum() * loss_scale
+    (grad,) = torch.autograd.grad(total, x_hat, create_graph=True)
+    if loss_scale is not None:
+        grad = grad.float() / loss_scale
     norms = grad.float().flatten(1).norm(2, dim=1)
     return ((norms - 1) ** 2).mean()
 
@@ -91,15 +96,17 @@ def clip_weights(discriminator: nn.Module, clip: float) -> None:
 
 
 def discriminator_loss(cfg: LossConfig, discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor,
-                       gp_eps: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                       gp_eps: torch.Tensor | None = None, loss_scale: torch.Tensor | None = None,
+                       ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The total discriminator loss and its parts (detached) for logging; fake must be detached.
-    gp_eps: the gradient penalty's interpolation weights (None: drawn by gradient_penalty)."""
+    gp_eps: the gradient penalty's interpolation weights (None: drawn by gradient_penalty);
+    loss_scale: fp16's current loss scale, for the penalty (see gradient_penalty)."""
     real_out = discriminator(real).float()
     fake_out = discriminator(fake).float()
     loss = d_loss_terms(cfg.kind, real_out, fake_out, cfg.label_smoothing, cfg.sigmoid_output)
     stats = {"d_loss": loss.detach(), "d_real": real_out.detach().mean(), "d_fake": fake_out.detach().mean()}
     if cfg.kind == "wgan-gp" and cfg.gp_weight > 0:
-        penalty = gradient_penalty(discriminator, real, fake, gp_eps)
+        penalty = gradient_penalty(discriminator, real, fake, gp_eps, loss_scale)
         loss = loss + cfg.gp_weight * penalty
         stats["gp"] = penalty.detach()
     if cfg.drift > 0:

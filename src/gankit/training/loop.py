@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import signal
 import sys
@@ -17,12 +16,13 @@ from gankit.checkpoint import (atomic_write, checkpoint_path, export_generator, 
                                load_training_state, prune_checkpoints, save_training_state)
 from gankit.config import Config, to_yaml
 from gankit.data import build_batches
-from gankit.device import resolve_device, resolve_precision
+from gankit.device import resolve_device
 from gankit.errors import GankitError
 from gankit.models import build_discriminator, build_generator
 from gankit.losses_gdpp import generator_loss_with_gdpp
 from gankit.training import distributed
 from gankit.training.ema import ema_decay, make_ema, update_ema
+from gankit.training.precision import Precision
 from gankit.training.progressive import Growth
 from gankit.viz.grid import save_grid, save_scatter, to_uint8
 
@@ -94,6 +94,8 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
     device = replica.local_device(resolve_device(device_name))
     replica.check_config(config, device)
     tcfg = config.train
+    if device.type == "cuda":  # fixed shapes within a stage: let cuDNN pick its fastest kernels once
+        torch.backends.cudnn.benchmark = True
     run_dir = Path(run_dir)
     if replica.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -113,6 +115,7 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
     opt_g = make_optimizer(config, G.parameters(), tcfg.g_lr)
     opt_d = make_optimizer(config, D.parameters(), tcfg.d_lr)
     step, images_seen = 0, 0
+    precision = Precision(tcfg.precision, device)
 
     if state is not None:
         load_state_into(G, state["G"], "generator", resume_from)
@@ -134,6 +137,7 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
                 if "betas" in group:
                     group["betas"] = tuple(tcfg.betas)
         batches.load_state_dict(state["data"])
+        precision.load_state_dict(state.get("scalers"))
         torch.set_rng_state(state["rng"]["torch"])
         if device.type == "cuda" and state["rng"].get("cuda"):
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
@@ -148,11 +152,11 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
     # The sample grid's latents depend on the seed only, so grids are comparable over time and runs.
     fixed_z = torch.randn(tcfg.grid_size, config.model.z_dim,
                           generator=torch.Generator().manual_seed(config.seed + 1)).to(device)
-    precision = resolve_precision(tcfg.precision, device)
     if tcfg.precision == "auto":
-        log(f"train.precision auto: {precision} on {device}")
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16"
-                else contextlib.nullcontext())
+        log(f"train.precision auto: {precision.name} on {device}")
+    elif precision.name == "fp16" and device.type == "cpu":
+        log("train.precision fp16 on a CPU: computed, but emulated and slower than fp32; use bf16 or fp32")
+    autocast = precision.autocast()
     writer = _tensorboard(run_dir, purge_step=step if state is not None else None) if replica.is_main else None
     evaluator = None
     if config.eval.every:  # built now so that a bad eval setup fails before training starts
@@ -214,7 +218,7 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
                 "G": G.state_dict(), "D": D.state_dict(),
                 "G_ema": G_ema.state_dict() if G_ema is not None else None,
                 "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-                "data": batches.state_dict(),
+                "data": batches.state_dict(), "scalers": precision.state_dict(),
                 "rng": {"torch": torch.get_rng_state(),
                         "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else []},
             })
@@ -299,12 +303,10 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
                         with torch.set_grad_enabled(last):  # the last fakes are reused by G's update
                             fake = G_run(z, progress.stage, progress.alpha) if progress else G_run(z)
                         d_loss, d_stats = losses.discriminator_loss(config.loss, D_run, real, fake.detach(),
-                                                                    replica.penalty_epsilon(config.loss, real))
+                                                                    replica.penalty_epsilon(config.loss, real),
+                                                                    precision.penalty_scale())
                     opt_d.zero_grad(set_to_none=True)
-                    d_loss.backward()
-                    if tcfg.d_grad_clip is not None:
-                        torch.nn.utils.clip_grad_norm_(D.parameters(), tcfg.d_grad_clip)
-                    opt_d.step()
+                    precision.update(precision.d_scaler, d_loss, opt_d, D.parameters(), tcfg.d_grad_clip)
                     if config.loss.kind == "wgan":
                         losses.clip_weights(D, config.loss.clip)
                     images_seen += real.shape[0] * replica.world_size
@@ -318,16 +320,13 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
                     else:
                         g_loss, g_stats = losses.generator_loss(config.loss, D_for_g, fake)
                 opt_g.zero_grad(set_to_none=True)
-                g_loss.backward()
-                if tcfg.g_grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(G.parameters(), tcfg.g_grad_clip)
-                opt_g.step()
+                precision.update(precision.g_scaler, g_loss, opt_g, G.parameters(), tcfg.g_grad_clip)
                 D.requires_grad_(True)
                 if G_ema is not None:
                     update_ema(G_ema, G, ema_decay(tcfg.ema, step))
                 step += 1
                 count += 1
-                accumulate({**d_stats, **g_stats})
+                accumulate(precision.finite_stats({**d_stats, **g_stats}))
                 bar.update(1)
 
                 # Log, sample, checkpoint.
