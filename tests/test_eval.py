@@ -326,3 +326,16 @@ def test_weights_with_code_are_refused(tmp_path):
     torch.save({"fc.weight": torch.zeros(1008, 2048), "hook": math.floor}, path)  # a pickled function
     with pytest.raises(GankitError, match="not a plain PyTorch state dict"):
         resolve_weights("inception", str(path))
+
+
+def test_resume_drops_the_evaluations_training_redoes(tmp_path):
+    """A run killed after step 4's evaluation but resumed from step 2's checkpoint redoes that
+    evaluation: its line goes, a user's own `gankit eval` line stays, a cut-off line is dropped."""
+    from gankit.training.loop import drop_stats_after
+
+    metrics = tmp_path / "metrics.jsonl"
+    records = [{"step": 2, "origin": "training"}, {"step": 3, "origin": "eval"},
+               {"step": 4, "origin": "training"}]
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in records) + '{"step": 5, "ori')
+    drop_stats_after(metrics, 2, only_origin="training")
+    assert lines(metrics) == records[:2]

@@ -145,6 +145,8 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
         step, images_seen = int(state["step"]), int(state["images_seen"])
         if replica.is_main:
             drop_stats_after(run_dir / "stats.jsonl", step)  # the steps after the checkpoint are redone
+            # ...and so are the evaluations training made after it (a user's `gankit eval` lines stay).
+            drop_stats_after(run_dir / "metrics.jsonl", step, only_origin="training")
         log(f"resumed {run_dir} from {resume_from} at step {step}")
     else:
         log(f"training {config.name} into {run_dir} on {device}")
@@ -365,8 +367,9 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
     return {"step": step, "images_seen": images_seen, "final_grid": final_grid, "interrupted": interrupted}
 
 
-def drop_stats_after(stats_file: Path, step: int) -> None:
-    """Keeps the stats.jsonl records up to step, and drops a line cut short by a killed process."""
+def drop_stats_after(stats_file: Path, step: int, only_origin: str | None = None) -> None:
+    """Keeps the JSONL records up to step, and drops a line cut short by a killed process.
+    only_origin: drop only the later records whose "origin" is this (the others are kept)."""
     if not stats_file.is_file():
         return
     kept = []
@@ -375,7 +378,9 @@ def drop_stats_after(stats_file: Path, step: int) -> None:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
+        if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+            continue
+        if record["step"] <= step or (only_origin is not None and record.get("origin") != only_origin):
             kept.append(line + "\n")
     atomic_write(stats_file, lambda tmp: Path(tmp).write_text("".join(kept)))
 
