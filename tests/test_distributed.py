@@ -171,6 +171,7 @@ def test_two_processes_follow_one_process_with_the_global_batch(reference, two_p
     assert largest_change(one, load_training_state(checkpoint_path(reference, 3))) > 100 * TOLERANCE
     # Rank 0 alone wrote the run folder; the logged losses are the global batch's (averaged over ranks).
     assert result.stdout.count("done: 6 steps") == 1
+    assert "(2 processes under torchrun)" in (run / "log.txt").read_text()
     ddp_stats = (run / "stats.jsonl").read_text().splitlines()
     one_stats = (reference / "stats.jsonl").read_text().splitlines()
     assert len(ddp_stats) == len(one_stats) == 2

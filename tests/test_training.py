@@ -193,3 +193,21 @@ def test_gradient_norm_clipping_limits_each_update(tmp_path, run_cli):
     moved = {name: (state["D"]["net.0.weight"] - start["D"]["net.0.weight"]).abs().max().item()
              for name, state in runs.items()}
     assert moved["clipped"] < 0.1 * moved["free"], moved
+
+
+def test_a_run_that_failed_at_start_up_can_be_corrected_in_place(tmp_path, run_cli):
+    """A wrong data.path stops training before any step; the same --out then accepts the fixed data
+    settings instead of refusing them as a change of data."""
+    run = tmp_path / "run"
+    code, _, err = run_cli(*tiny_train_args(run, steps=2, extra=["data.source=folder",
+                                                                 f"data.path={tmp_path / 'missing'}"]))
+    assert code == 2 and "missing" in err and (run / "config.yaml").is_file()
+    code, _, err = run_cli(*tiny_train_args(run, steps=2))
+    assert code == 0, err
+    assert list_checkpoints(run) and "fashion-mnist" in (run / "config.yaml").read_text()
+    # Once a step was logged, changing the data is refused as before.
+    code, _, err = run_cli(*tiny_train_args(tmp_path / "other", steps=2))
+    assert code == 0
+    (tmp_path / "other" / "checkpoints").rename(tmp_path / "moved")
+    code, _, err = run_cli(*tiny_train_args(tmp_path / "other", steps=2, extra=["data.resolution=32"]))
+    assert code == 2 and "data" in err

@@ -117,6 +117,8 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
     step, images_seen = 0, 0
     precision = Precision(tcfg.precision, device)
 
+    # The world size goes into log.txt: a run's images/s and batch norm statistics depend on it.
+    processes = f" ({replica.world_size} processes under torchrun)" if replica.is_distributed else ""
     if state is not None:
         load_state_into(G, state["G"], "generator", resume_from)
         load_state_into(D, state["D"], "discriminator", resume_from)
@@ -147,9 +149,9 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
             drop_stats_after(run_dir / "stats.jsonl", step)  # the steps after the checkpoint are redone
             # ...and so are the evaluations training made after it (a user's `gankit eval` lines stay).
             drop_stats_after(run_dir / "metrics.jsonl", step, only_origin="training")
-        log(f"resumed {run_dir} from {resume_from} at step {step}")
+        log(f"resumed {run_dir} from {resume_from} at step {step}{processes}")
     else:
-        log(f"training {config.name} into {run_dir} on {device}")
+        log(f"training {config.name} into {run_dir} on {device}{processes}")
 
     # The sample grid's latents depend on the seed only, so grids are comparable over time and runs.
     fixed_z = torch.randn(tcfg.grid_size, config.model.z_dim,

@@ -61,7 +61,9 @@ def plan_run(config_arg: str, out: str | None, overrides: list[str], resume: str
     if checkpoint is None:
         if requested is None:
             raise GankitError(f"run folder {run_dir} has no checkpoint to resume from")
-        if saved_config_file.is_file():
+        # A folder whose run never logged a step (it stopped at start-up, e.g. on a wrong data.path)
+        # holds nothing trained: the corrected config simply replaces its config.yaml.
+        if saved_config_file.is_file() and (run_dir / "stats.jsonl").is_file():
             _refuse_model_changes(_read_saved(saved_config_file), requested, run_dir)
         return RunPlan(requested, run_dir, None)
 
