@@ -136,6 +136,21 @@ def test_metric_charts_group_nested_parts_of_similar_size():
                      "metric_modes.kl": ["modes.kl"]}
 
 
+def test_sample_counts_and_origin_are_not_charted_as_metrics():
+    record = {"step": 5, "fd_fmnist": 68.7, "class_kl": 0.02, "num_samples": 10000, "origin": "eval",
+              "samples": {"fd_fmnist": {"fake": 10000, "real": 10000}}, "time": 1.0}
+    labels = [s.label for c in metric_charts([record]) for s in c.series]
+    assert sorted(labels) == ["class_kl", "fd_fmnist"]
+
+
+def test_a_chart_of_one_step_labels_whole_steps_only():
+    from gankit.viz.plots import Chart, svg_chart
+
+    svg = svg_chart(Chart("metric_fd", "fd", "fd", [Series("fd", [2000], [68.7])]))
+    labels = re.findall(r'<text class="tick"[^>]*text-anchor="middle">([^<]+)</text>', svg)
+    assert labels == ["1999", "2000", "2001"]
+
+
 def test_nice_ticks_are_round_and_cover_the_range():
     assert nice_ticks(0.13, 0.97) == pytest.approx([0.2, 0.4, 0.6, 0.8])
     assert nice_ticks(-3, 12, 5) == [0, 5, 10]

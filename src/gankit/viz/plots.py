@@ -106,7 +106,7 @@ def svg_chart(chart: Chart) -> str:
         parts.append(f'<line class="grid" x1="{MARGIN_LEFT}" x2="{MARGIN_LEFT + plot_w}" y1="{y:.1f}" y2="{y:.1f}"/>')
         parts.append(f'<text class="tick" x="{MARGIN_LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">'
                      f"{format_number(tick)}</text>")
-    for tick in nice_ticks(x_low, x_high, 6):
+    for tick in [t for t in nice_ticks(x_low, x_high, 6) if float(t).is_integer()]:  # steps are whole
         x = px(tick)
         parts.append(f'<line class="grid" x1="{x:.1f}" x2="{x:.1f}" y1="{MARGIN_TOP}" y2="{MARGIN_TOP + plot_h}"/>')
         parts.append(f'<text class="tick" x="{x:.1f}" y="{MARGIN_TOP + plot_h + 16}" text-anchor="middle">'
