@@ -20,7 +20,7 @@ def native_bf16(device: torch.device) -> bool:
     """Whether bf16 matrix multiplies and convolutions run in hardware here (else autocast only emulates
     them and is slower than fp32)."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        return torch.cuda.is_bf16_supported(including_emulation=False)  # Ampere and later
     if device.type == "cpu":
         cpu = torch.cpu
         return bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
