@@ -24,7 +24,9 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import DataLoader, Dataset
+from torch.utils.flop_counter import flop_registry
 
 from gankit import config as gcfg
 from gankit.data.idx import load_idx_images
@@ -187,27 +189,21 @@ def run_gankit(preset: str, overrides: list[str], steps: int, warmup_steps: int 
     return images / seconds
 
 
-class _FlopCount:
+class FlopCount(TorchDispatchMode):
     """Counts FLOPs of every dispatched op with torch's own formulas (torch.utils.flop_counter).
     FlopCounterMode itself cannot: its module hooks break autograd.grad, which the gradient penalty uses."""
 
     def __init__(self):
-        from torch.utils._python_dispatch import TorchDispatchMode
-        from torch.utils.flop_counter import flop_registry
-
-        outer = self
+        super().__init__()
         self.total = 0
 
-        class Mode(TorchDispatchMode):
-            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-                kwargs = kwargs or {}
-                out = func(*args, **kwargs)
-                formula = flop_registry.get(func._overloadpacket)
-                if formula is not None:
-                    outer.total += formula(*args, **kwargs, out_val=out)
-                return out
-
-        self.mode = Mode()
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            self.total += formula(*args, **kwargs, out_val=out)
+        return out
 
 
 def gankit_step_flops(preset: str, overrides: list[str]) -> float:
@@ -221,8 +217,7 @@ def gankit_step_flops(preset: str, overrides: list[str]) -> float:
     D = build_discriminator(config.model, config.data, discriminator_norm(config))
     b = config.train.batch_size
     real = torch.rand(b, config.data.channels, config.data.resolution, config.data.resolution) * 2 - 1
-    counter = _FlopCount()
-    with counter.mode:
+    with FlopCount() as counter:
         for _ in range(config.train.n_critic):
             fake = G(torch.randn(b, config.model.z_dim))
             d_loss, _ = losses.discriminator_loss(config.loss, D, real, fake.detach())

@@ -35,8 +35,8 @@ LOSS_KEYS = ["d_loss", "g_loss"]
 PENALTY_KEYS = ["gp", "drift"]
 D_OUTPUT_KEYS = ["d_real", "d_fake"]
 THROUGHPUT_KEYS = ["img_per_s"]
-# metrics.jsonl keys that describe the evaluation rather than measure the generator.
-# Not metrics: where and when an evaluation ran, and how many samples each metric used ("samples").
+# metrics.jsonl keys that describe the evaluation rather than measure the generator: where and when it
+# ran, and how many samples each metric used ("samples").
 METRICS_BOOKKEEPING = {"step", "num_samples", "samples", "time", "images_seen", "elapsed", "origin"}
 LOWER_IS_BETTER = {"fid", "kid", "fd_fmnist", "kid_fmnist", "kl", "class_kl", "ms_ssim_gap"}
 HIGHER_IS_BETTER = {"is", "precision", "recall", "pr", "covered", "high_quality"}
