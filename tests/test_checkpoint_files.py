@@ -9,7 +9,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from conftest import needs_fashion_mnist, tiny_train_args
-from gankit.checkpoint import atomic_write, list_checkpoints
+from gankit.checkpoint import list_checkpoints
+from gankit.files import atomic_write
 
 pytestmark = needs_fashion_mnist
 MARKER = "gankit-test-pickle-ran"

@@ -14,7 +14,8 @@ from PIL import Image
 
 from child_process import Zygote
 from conftest import needs_fashion_mnist, tiny_train_args
-from gankit.checkpoint import TEMPORARY_PATTERN, list_checkpoints, load_training_state
+from gankit.checkpoint import list_checkpoints, load_training_state
+from gankit.files import TEMPORARY_PATTERN
 
 pytestmark = needs_fashion_mnist
 ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

@@ -16,7 +16,8 @@ import pytest
 
 from child_process import Zygote
 from conftest import needs_fashion_mnist, tiny_train_args
-from gankit.checkpoint import KILL_HOOK_VARIABLE, TEMPORARY_PATTERN, list_checkpoints, load_training_state
+from gankit.checkpoint import list_checkpoints, load_training_state
+from gankit.files import KILL_HOOK_VARIABLE, TEMPORARY_PATTERN
 from test_training import assert_same_tensors
 
 pytestmark = needs_fashion_mnist

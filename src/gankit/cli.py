@@ -9,7 +9,8 @@ from gankit.errors import GankitError
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from gankit.checkpoint import StorageError, describe_os_error, list_checkpoints, remove_stale_temporaries
+    from gankit.checkpoint import list_checkpoints, remove_stale_temporaries
+    from gankit.files import StorageError, describe_os_error
     from gankit.training.lock import RunLock
     from gankit.training.distributed import current
     from gankit.training.loop import train

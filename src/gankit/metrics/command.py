@@ -161,7 +161,7 @@ def eval_command(args) -> int:
 
     text = json.dumps(result, indent=2)
     if args.out:
-        from gankit.checkpoint import atomic_write
+        from gankit.files import atomic_write
 
         atomic_write(Path(args.out), lambda tmp: Path(tmp).write_text(text + "\n"))
     if source.run_dir is not None:

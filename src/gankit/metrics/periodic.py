@@ -108,7 +108,7 @@ class PeriodicEvaluator:
     def _update_best(self, result: dict, step: int) -> set[str]:
         improved = update_best(self.best, self.metrics, result, step)
         if improved:
-            from gankit.checkpoint import atomic_write
+            from gankit.files import atomic_write
 
             text = json.dumps(self.best, indent=2)
             atomic_write(self.run_dir / BEST_FILE, lambda tmp: Path(tmp).write_text(text + "\n"))

@@ -12,12 +12,13 @@ import torch
 from tqdm import tqdm
 
 from gankit import losses
-from gankit.checkpoint import (atomic_write, checkpoint_path, export_generator, list_checkpoints, load_state_into,
+from gankit.checkpoint import (checkpoint_path, export_generator, list_checkpoints, load_state_into,
                                load_training_state, prune_checkpoints, save_training_state)
 from gankit.config import Config, to_yaml
 from gankit.data import build_batches
 from gankit.device import resolve_device
 from gankit.errors import GankitError
+from gankit.files import atomic_write
 from gankit.models import build_discriminator, build_generator
 from gankit.losses_gdpp import generator_loss_with_gdpp
 from gankit.training import distributed

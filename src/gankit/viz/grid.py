@@ -26,7 +26,7 @@ def grid_image(images_uint8: torch.Tensor, nrow: int | None = None, padding: int
 
 
 def save_grid(images_uint8: torch.Tensor, path: Path, nrow: int | None = None) -> Path:
-    from gankit.checkpoint import atomic_write
+    from gankit.files import atomic_write
 
     image = grid_image(images_uint8, nrow)
     atomic_write(Path(path), lambda tmp: image.save(tmp, format="PNG"))
@@ -40,7 +40,7 @@ def save_scatter(points: torch.Tensor, path: Path, source: str | None = None, ti
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from gankit.checkpoint import atomic_write
+    from gankit.files import atomic_write
 
     fig, ax = plt.subplots(figsize=(5, 5), dpi=120)
     pts = points.detach().float().cpu().numpy()

@@ -125,7 +125,7 @@ def save_interpolation_png(generator, z_dim: int, mode: str, steps: int, pairs: 
 def save_loop_gif(generator, z_dim: int, keys: int, frames_per_segment: int, seed: int, spherical: bool,
                   device: torch.device, out: Path) -> Path:
     """An animated GIF (played in a loop) along a closed path through `keys` seeded latents."""
-    from gankit.checkpoint import atomic_write
+    from gankit.files import atomic_write
     from gankit.viz.grid import grid_image, to_uint8
 
     latents = loop_latents(seeded_latents((keys, z_dim), seed), frames_per_segment, spherical)

@@ -154,7 +154,7 @@ def save_png(chart: Chart, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from gankit.checkpoint import atomic_write
+    from gankit.files import atomic_write
 
     fig, ax = plt.subplots(figsize=(6.4, 3.2), dpi=150)
     for i, series in enumerate(chart.series):

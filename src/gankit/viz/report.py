@@ -539,7 +539,7 @@ pre.config {{ max-height: 300px; margin: 0 0 6px; }}
 
 def write_report(run_dir: Path, png: bool = False) -> tuple[Path, list[Path]]:
     """Writes RUN/report.html (and with png=True the curves as RUN/plots/*.png); returns the paths."""
-    from gankit.checkpoint import atomic_write
+    from gankit.files import atomic_write
 
     contents = read_run(Path(run_dir))
     charts = stats_charts(contents.stats)
