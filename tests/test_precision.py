@@ -1,6 +1,7 @@
 """Mixed precision: auto resolution, fp16 with gradient scalers (PyTorch's AMP recipe for the penalty)."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +17,28 @@ def test_auto_precision_follows_the_hardware():
     cpu = torch.device("cpu")
     assert resolve_precision("auto", cpu) == ("bf16" if native_bf16(cpu) else "fp32")
     assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("fp16", cpu) == "fp16"
+
+
+@pytest.mark.parametrize("avx512_bf16, amx, expected", [(True, False, "bf16"), (False, True, "bf16"),
+                                                        (False, False, "fp32")])
+def test_auto_precision_counts_avx512_bf16_without_amx(monkeypatch, avx512_bf16, amx, expected):
+    # Zen 4/5 EPYCs have AVX-512 BF16 and no AMX: bf16 autocast is native there and auto must pick it.
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    assert resolve_precision("auto", torch.device("cpu")) == expected
+
+
+def test_native_bf16_agrees_with_the_cpu_flags():
+    """torch's private CPU probes are looked up by name; if one were renamed, auto would silently fall
+    back to fp32 on every CPU. The kernel's flags are the independent answer."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        pytest.skip("no /proc/cpuinfo on this system")
+    flags = set()
+    for line in cpuinfo.read_text().splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+    assert native_bf16(torch.device("cpu")) == bool({"avx512_bf16", "amx_bf16"} & flags)
 
 
 def test_scaled_penalty_equals_the_unscaled_one():
