@@ -6,7 +6,9 @@ never runs a torch operation, so forking it is safe (a process whose OpenMP pool
 The zygote also sends the SIGKILL (a child it has not reaped yet cannot have its pid reused), then
 reaps the child and reports how it ended.
 
-Run as a script, this file is the zygote; tests use `Zygote.shared()`.
+Run as a script, this file is the zygote; tests use `Zygote.shared()`. The zygote and its children
+load the kill-during-write fault injection of tests/fault_injection/ (inert unless KILL_HOOK_VARIABLE
+is set in a child's env).
 """
 
 from __future__ import annotations
@@ -24,6 +26,16 @@ from pathlib import Path
 PRELOAD = ["torch", "gankit.cli", "gankit.training.loop", "gankit.training.rundir", "gankit.data",
            "gankit.data.idx", "gankit.data.transforms", "gankit.viz.grid", "torch.utils.tensorboard",
            "safetensors.torch", "PIL.PngImagePlugin"]
+
+FAULT_INJECTION = Path(__file__).parent / "fault_injection"
+KILL_HOOK_VARIABLE = "GANKIT_TEST_KILL_DURING_WRITE"  # "PATTERN:N", read by fault_injection/sitecustomize.py
+EXIT_HOOK_VARIABLE = "GANKIT_TEST_EXIT_AT_STEP"  # "RANK:STEP", read by fault_injection/sitecustomize.py
+
+
+def with_fault_injection(env: dict[str, str]) -> dict[str, str]:
+    """env with tests/fault_injection first on PYTHONPATH, so a Python started with it loads the hook."""
+    paths = [str(FAULT_INJECTION), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+    return {**env, "PYTHONPATH": os.pathsep.join(paths)}
 
 
 @dataclass
@@ -48,7 +60,7 @@ class Zygote:
         return cls._shared
 
     def __init__(self):
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = with_fault_injection({**os.environ, "PYTHONUNBUFFERED": "1"})
         self.process = subprocess.Popen([sys.executable, __file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         text=True, bufsize=1, env=env)
         ready = self.process.stdout.readline()

@@ -15,13 +15,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from child_process import EXIT_HOOK_VARIABLE, with_fault_injection
 from conftest import needs_fashion_mnist, tiny_train_args
 from gankit.checkpoint import checkpoint_path, list_checkpoints, load_training_state
 from gankit.cli import main as gankit_main
 from gankit.config import load
 from gankit.errors import GankitError
 from gankit.models.layers import minibatch_stddev
-from gankit.training.distributed import EXIT_HOOK_VARIABLE, Replica
+from gankit.training.distributed import Replica
 
 # No batch norm (mlp), the gradient penalty (wgan-gp), flips and two critic updates per step, so every
 # global draw (data order, flips, latents, penalty weights) is exercised. Checkpoints at steps 3 and 6.
@@ -33,7 +34,8 @@ STEPS = 6
 # amplifies float rounding: 16 steps already differ by ~1e-4 between 1 and 2 threads in ONE process.)
 PGAN_SETTINGS = ["data.resolution=16", "data.max_images=128", "model.depths=[8,8,8]", "model.z_dim=8",
                  "train.max_iter_at_scale=[2,3,3]", "train.fade_iters=2", "train.batch_size_at_scale=[8,8,8]",
-                 "train.log_every=4", "train.sample_every=100", "train.checkpoint_every=3", "train.grid_size=4"]
+                 "train.log_every=4", "train.sample_every=100", "train.checkpoint_every=3", "train.grid_size=4",
+                 "train.keep_checkpoints=10"]  # all of them: the test resumes from step 3's
 PGAN_STEPS = 8
 TOLERANCE = 1e-5
 DDP_TIMEOUT_S = 240  # a run that hangs fails the test instead of blocking the suite
@@ -46,7 +48,7 @@ def equivalence_args(out: Path, steps: int = STEPS) -> list[str]:
 def worker_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != EXIT_HOOK_VARIABLE}
     env.update(OMP_NUM_THREADS="1", **extra)
-    return env
+    return with_fault_injection(env) if EXIT_HOOK_VARIABLE in extra else env
 
 
 def torchrun_command(launcher_args: list[str], gankit_args: list[str]) -> list[str]:
@@ -191,7 +193,8 @@ def test_one_process_resumes_a_two_process_checkpoint(reference, two_process_run
 
 @pytest.fixture(scope="module")
 def pgan_reference(tmp_path_factory) -> Path:
-    """Progressive GAN, one process: 4 -> 8 -> 16 px in 8 steps with 2-step fade-ins, checkpoints at 3 and 6."""
+    """Progressive GAN, one process: 4 -> 8 -> 16 px in 8 steps with 2-step fade-ins, checkpoints at 3 and 6
+    (and at the scales' ends, 2 and 5)."""
     run = tmp_path_factory.mktemp("pgan_one_process") / "run"
     assert gankit_main(["train", "pgan-fashion-mnist", "--out", str(run), "--set", f"train.steps={PGAN_STEPS}",
                         *[a for s in PGAN_SETTINGS for a in ("--set", s)]]) == 0

@@ -100,3 +100,10 @@ def test_config_metric_names_are_the_registry_names():
     from gankit.metrics.registry import METRICS
 
     assert list(METRIC_NAMES) == list(METRICS)
+
+
+def test_the_product_holds_no_test_machinery():
+    # Fault injection lives in tests/fault_injection, the NumPy oracle in tests/numpy_reference.py.
+    sources = {path: path.read_text() for path in PACKAGE_DIR.rglob("*.py")}
+    assert not [path for path, text in sources.items() if "GANKIT_TEST_" in text]
+    assert not [path for path in sources if path.stem == "numpy_reference"]

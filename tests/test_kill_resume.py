@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from child_process import Zygote
+from child_process import KILL_HOOK_VARIABLE, Zygote, with_fault_injection
 from conftest import needs_fashion_mnist, tiny_train_args
 from gankit.checkpoint import list_checkpoints, load_training_state
-from gankit.files import KILL_HOOK_VARIABLE, TEMPORARY_PATTERN
+from gankit.files import TEMPORARY_PATTERN
 from test_training import assert_same_tensors
 
 pytestmark = needs_fashion_mnist
@@ -46,7 +46,7 @@ def wait_for_training(child, timeout=120.0) -> float:
 
 
 def kill_plan(rng: random.Random, kills: int) -> list[tuple[str, object]]:
-    """Half the kills at chosen writes (test hook), half at random delays, shuffled.
+    """Half the kills at chosen writes (tests/fault_injection), half at random delays, shuffled.
 
     A hooked kill happens within the first six atomic writes of the child (config.yaml, stats.jsonl,
     then sample, checkpoint, exported weights and description per interval), so it advances the run
@@ -126,6 +126,30 @@ def check_killed_run(reference: Path, run: Path, records: list[dict], kills: int
             "in_training": sum(1 for r in killed if r["kind"] == "during training")}
 
 
+def test_fault_injection_kills_during_the_chosen_write(tmp_path):
+    """tests/fault_injection: the 2nd write matching *.bin is cut to half and killed before its rename;
+    the writes before it land, and without the variable every write lands."""
+    script = ("from pathlib import Path\n"
+              "from gankit.files import atomic_write\n"
+              "for name in ['a.bin', 'other.txt', 'b.bin', 'c.bin']:\n"
+              "    atomic_write(Path(name), lambda tmp: Path(tmp).write_bytes(bytes(1000)))\n")
+    env = with_fault_injection({**os.environ})
+    env.pop(KILL_HOOK_VARIABLE, None)
+    for folder, hook in ((tmp_path / "hooked", "*.bin:2"), (tmp_path / "plain", None)):
+        folder.mkdir()
+        child = subprocess.run([sys.executable, "-c", script], cwd=folder, capture_output=True, text=True,
+                               env={**env, KILL_HOOK_VARIABLE: hook} if hook else env, timeout=120)
+        finished = sorted(p.name for p in folder.iterdir() if not TEMPORARY_PATTERN.match(p.name))
+        partial = [(TEMPORARY_PATTERN.match(p.name)["target"], p.stat().st_size) for p in leftover_temporaries(folder)]
+        if hook:
+            assert child.returncode == -signal.SIGKILL, child.stderr
+            assert child.stderr == "test hook: SIGKILL during the write of b.bin\n"
+            assert finished == ["a.bin", "other.txt"] and partial == [("b.bin", 500)]
+        else:
+            assert child.returncode == 0, child.stderr
+            assert finished == ["a.bin", "b.bin", "c.bin", "other.txt"] and partial == []
+
+
 def test_kill_9_at_random_moments_resumes_bit_identically(tmp_path, record_property):
     zygote = Zygote.shared()
     reference, run = tmp_path / "reference", tmp_path / "killed"
@@ -155,7 +179,7 @@ def test_kill_9_at_random_moments_resumes_bit_identically(tmp_path, record_prope
 def test_kill_9_of_real_processes_many_times(tmp_path, record_property):
     """The same with real `python -m gankit` processes (full start-up each time) and 30 kills."""
     steps, kills = 120, 30
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env = with_fault_injection({**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
 
     def launch(run, hook=None):
         argv = [sys.executable, "-m", "gankit", *tiny_train_args(run, steps=steps, extra=SCHEDULE)]

@@ -6,8 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import numpy_reference
 from gankit.errors import GankitError
-from gankit.metrics import ms_ssim, numpy_reference
+from gankit.metrics import ms_ssim
 
 
 def image_pairs(count: int, channels: int, size: int, noise: float, seed: int):

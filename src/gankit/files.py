@@ -8,11 +8,8 @@ formats, the training loop, the metrics and the plots all write through it.
 from __future__ import annotations
 
 import errno
-import fnmatch
 import os
 import re
-import signal
-import sys
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -64,7 +61,6 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
         finally:
             os.close(fd)
         write(tmp)
-        _test_hook_kill_during_write(path, tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -85,28 +81,3 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
             os.close(dir_fd)
     except OSError:
         pass
-
-
-# Test-only hook, inert unless the variable is set (used by tests/test_kill_resume.py, documented in
-# docs/reliability.md). GANKIT_TEST_KILL_DURING_WRITE="PATTERN:N" makes the process kill itself with
-# SIGKILL during its N-th atomic write of a file whose name matches the fnmatch PATTERN, after cutting
-# the temporary file to half its size as an interrupted write leaves it.
-KILL_HOOK_VARIABLE = "GANKIT_TEST_KILL_DURING_WRITE"
-_hook_matches = 0
-
-
-def _test_hook_kill_during_write(path: Path, tmp: str) -> None:
-    spec = os.environ.get(KILL_HOOK_VARIABLE)
-    if not spec:
-        return
-    global _hook_matches
-    pattern, _, count = spec.rpartition(":")
-    if fnmatch.fnmatch(path.name, pattern):
-        _hook_matches += 1
-        if _hook_matches == int(count):
-            os.truncate(tmp, os.path.getsize(tmp) // 2)
-            sys.stderr.write(f"test hook: SIGKILL during the write of {path}\n")
-            sys.stderr.flush()
-            os.kill(os.getpid(), signal.SIGKILL)
-
-

@@ -23,7 +23,6 @@ import datetime
 import inspect
 import os
 import re
-import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -40,9 +39,6 @@ TIMEOUT_VARIABLE = "GANKIT_DIST_TIMEOUT"  # seconds a rank waits in a collective
 DEFAULT_TIMEOUT_S = 600
 # How long the other ranks wait for rank 0's periodic evaluation (it can take hours on large sample counts).
 EVALUATION_TIMEOUT = datetime.timedelta(hours=24)
-# Test-only hook, inert unless set (tests/test_distributed.py, docs/distributed.md): "RANK:STEP" makes that
-# rank exit abruptly (os._exit(3)) once it has made STEP generator steps, as a crashed process would.
-EXIT_HOOK_VARIABLE = "GANKIT_TEST_EXIT_AT_STEP"
 
 
 class PeerLostError(GankitError):
@@ -139,7 +135,6 @@ class Replica:
     def agreed_signal(self, signum: int | None, step: int) -> int | None:
         """The stop signal any rank has received (all ranks stop after the same step). Also the point
         where the ranks wait for rank 0's checkpoints and sample grids before the next step."""
-        _test_hook_exit(self.rank, step)
         if not self.is_distributed:
             return signum
         flag = torch.tensor([signum or 0], dtype=torch.int64)
@@ -263,17 +258,6 @@ def _first_line(err: BaseException) -> str:
     lines = str(err).strip().splitlines()
     text = re.sub(r"^\[[^\]]*\.cc:\d+\]\s*", "", lines[0] if lines else "")
     return f"{type(err).__name__}: {text.split('. This is typically')[0][:300]}"
-
-
-def _test_hook_exit(rank: int, step: int) -> None:
-    spec = os.environ.get(EXIT_HOOK_VARIABLE)
-    if not spec:
-        return
-    hook_rank, _, hook_step = spec.partition(":")
-    if int(hook_rank) == rank and int(hook_step) == step:
-        sys.stderr.write(f"test hook: rank {rank} exits at step {step}\n")
-        sys.stderr.flush()
-        os._exit(3)
 
 
 _DDP_OPTIONS = inspect.signature(DistributedDataParallel.__init__).parameters
