@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from gankit import config as cfg
 from gankit.errors import GankitError
-from gankit.training.schedule import Schedule
+from gankit.training.schedule import Schedule, run_length
 
 
 def _schedule(counts=(10, 20, 30), fade=5, batches=(16, 16, 8), g_lrs=(1e-3, 1e-3, 5e-4), d_lrs=(2e-3, 2e-3, 1e-3)):
@@ -17,7 +17,7 @@ def _schedule(counts=(10, 20, 30), fade=5, batches=(16, 16, 8), g_lrs=(1e-3, 1e-
 
 def test_boundaries_of_each_scale():
     s = _schedule()
-    assert s.stage_starts == (0, 10, 30) and s.total_steps == 60
+    assert s.stage_starts == (0, 10, 30) and s.scheduled_steps == 60
     first = s.at(0)
     assert (first.stage, first.alpha, first.step_in_stage, first.batch_size) == (0, 1.0, 0, 16)
     assert (s.at(9).stage, s.at(9).alpha) == (0, 1.0)  # last step of 4x4
@@ -76,6 +76,28 @@ def test_pgan_config_without_a_schedule_is_refused_before_training():
     # ...but training cannot start without one.
     with pytest.raises(GankitError, match="needs train.max_iter_at_scale"):
         Schedule.from_config(config.train)
+
+
+def test_run_length_is_train_steps_when_given_else_the_schedule_sum():
+    s = _schedule()  # 10 + 20 + 30 steps
+    assert run_length(None, s) == (60, None) and run_length(60, s) == (60, None)
+    longer, note = run_length(75, s)
+    assert longer == 75 and note.startswith("train.steps 75 differs from the sum of train.max_iter_at_scale (60): "
+                                             "train.steps wins and the steps after 60 stay at the last scale (16x16)")
+    shorter, note = run_length(25, s)  # step index 24 is at 8x8
+    assert shorter == 25 and "train.steps wins and the run stops early, at the 8x8 scale" in note
+
+
+def test_train_steps_defaults_to_5000_except_for_pgan():
+    assert cfg.validate({}).train.steps == 5000
+    assert cfg.validate({"model": {"arch": "mlp"}, "data": {"source": "toy-8gaussians"},
+                         "train": {"steps": None}}).train.steps == 5000
+    for preset in ("pgan-fashion-mnist", "pgan-celeba-128"):
+        config = cfg.load(preset)
+        assert config.train.steps is None and "steps: null" in cfg.to_yaml(config)  # resolved when training starts
+    # Overriding the schedule alone sets the run's length.
+    config = cfg.load("pgan-fashion-mnist", ["train.max_iter_at_scale=[1,2,3,4]", "train.fade_iters=1"])
+    assert run_length(config.train.steps, Schedule.from_config(config.train)) == (10, None)
 
 
 @settings(max_examples=60, deadline=None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,11 @@ def remove_stale_temporaries(run_dir: Path) -> list[Path]:
 
 def checkpoint_path(run_dir: Path, step: int) -> Path:
     return Path(run_dir) / "checkpoints" / f"step_{step:06d}.pt"
+
+
+def checkpoint_step(path: Path) -> int:
+    """The step in a checkpoint's file name (step_NNNNNN.pt)."""
+    return int(CHECKPOINT_PATTERN.match(Path(path).name).group(1))
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
@@ -90,9 +96,17 @@ def _torch_save(obj: Any, tmp: str) -> None:
             raise
 
 
-def prune_checkpoints(run_dir: Path, keep: int) -> None:
-    for old in list_checkpoints(run_dir)[:-keep]:
-        old.unlink(missing_ok=True)
+def prune_checkpoints(run_dir: Path, keep: int, stage_of_step: Callable[[int], int] | None = None) -> None:
+    """Deletes all but the newest `keep` checkpoints; given stage_of_step (a checkpoint's step -> the
+    Progressive GAN stage of its weights), the newest checkpoint of every stage is kept too."""
+    found = list_checkpoints(run_dir)
+    kept = set(found[-keep:])
+    if stage_of_step is not None:
+        newest_of_stage = {stage_of_step(checkpoint_step(p)): p for p in found}  # oldest first: the last wins
+        kept.update(newest_of_stage.values())
+    for old in found:
+        if old not in kept:
+            old.unlink(missing_ok=True)
 
 
 def load_training_state(path: Path) -> dict[str, Any]:
@@ -138,6 +152,19 @@ def export_generator(run_dir: Path, generator: nn.Module, model_cfg: dict, data_
     atomic_write(run_dir / "generator.json", lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
 
 
+def is_checkpoint_file(source: str | Path) -> bool:
+    """Whether a generator source names a training checkpoint (`RUN/checkpoints/step_N.pt`)."""
+    return Path(source).suffix == ".pt"
+
+
+def run_folder_of(source: str | Path) -> Path | None:
+    """The run folder a generator source belongs to (the folder itself, or a checkpoint's run); None for an export."""
+    source = Path(source)
+    if is_checkpoint_file(source) and source.parent.name == "checkpoints":
+        source = source.parent.parent
+    return source if source.is_dir() and (source / "config.yaml").is_file() else None
+
+
 def resolve_generator_files(source: str | Path) -> tuple[Path, Path]:
     """(json, safetensors) of a run folder, an export folder, or either file of an export."""
     source = Path(source)
@@ -146,7 +173,8 @@ def resolve_generator_files(source: str | Path) -> tuple[Path, Path]:
     elif source.suffix in (".json", ".safetensors"):
         base = source.with_suffix("")
     else:
-        raise GankitError(f"{source} is neither a run folder nor an exported generator (.safetensors/.json)")
+        raise GankitError(f"{source} is neither a run folder nor an exported generator (.safetensors/.json) nor "
+                          "a checkpoint (RUN/checkpoints/step_N.pt)")
     json_path, weights_path = base.with_suffix(".json"), base.with_suffix(".safetensors")
     for p in (json_path, weights_path):
         if not p.is_file():
@@ -154,9 +182,47 @@ def resolve_generator_files(source: str | Path) -> tuple[Path, Path]:
     return json_path, weights_path
 
 
+# The names safetensors gives the dtypes of a generator's tensors; checkpoints are compared in the same terms.
+_DTYPE_NAMES = {torch.float32: "F32", torch.int64: "I64", torch.float16: "F16", torch.bfloat16: "BF16"}
+
+
+def _expected_tensors(model_cfg, data_cfg) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Name -> (shape, dtype name) of the generator a config describes, built on the meta device: a
+    description with huge sizes allocates nothing."""
+    from gankit.models import build_generator
+
+    with torch.device("meta"):
+        generator = build_generator(model_cfg, data_cfg)
+    return {k: (tuple(v.shape), _DTYPE_NAMES.get(v.dtype, str(v.dtype))) for k, v in generator.state_dict().items()}
+
+
+def _check_tensors(stored: dict, expected: dict, source: str, description: str) -> None:
+    """Refuses stored tensors (name -> (shape, dtype name)) that differ from what `description` builds."""
+    missing = sorted(set(expected) - set(stored))
+    extra = sorted(set(stored) - set(expected))
+    if missing or extra:
+        raise GankitError(f"{source} does not match {description}: missing tensors {missing[:5]}, "
+                          f"unexpected tensors {extra[:5]}")
+    for key, (shape, dtype) in expected.items():
+        if stored[key] != (shape, dtype):
+            raise GankitError(f"{source}: tensor {key} is {stored[key][0]} {stored[key][1]}, {description} needs "
+                              f"{shape} {dtype}")
+
+
+def _check_progress(generator: nn.Module, source: Path) -> None:
+    """A Progressive GAN generator's stored stage and alpha must be usable (they come from the file)."""
+    if hasattr(generator, "set_progress"):
+        try:
+            generator.set_progress(*generator.progress())  # the setter checks the range
+        except ValueError as err:
+            raise GankitError(f"{source}: the generator's stored progress is invalid: {err}") from None
+
+
 def load_generator(source: str | Path, device: str | torch.device = "cpu"):
-    """Builds the exported generator of a run or export folder. Returns (generator in eval mode, meta)
-    where meta holds the validated `model` and `data` config sections and the `step`."""
+    """Builds the EMA generator of a run folder, an export or a checkpoint file. Returns (generator in
+    eval mode, meta) where meta holds the validated `model` and `data` config sections and the `step`."""
+    if is_checkpoint_file(source):
+        return load_checkpoint_generator(source, device)
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
@@ -182,29 +248,44 @@ def load_generator(source: str | Path, device: str | torch.device = "cpu"):
         first = err.errors()[0]
         raise GankitError(f"{json_path} describes an invalid generator: {'.'.join(map(str, first['loc']))}: "
                           f"{first['msg']}") from None
-    # Compare the description with the file's tensor headers before allocating anything, so that a
-    # description with huge sizes cannot exhaust memory.
-    with torch.device("meta"):
-        expected = {k: (tuple(v.shape), v.dtype) for k, v in build_generator(model_cfg, data_cfg).state_dict().items()}
+    # Compare the description with the file's tensor headers before allocating anything.
     try:
         with safe_open(str(weights_path), framework="pt") as f:
             stored = {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as err:
         raise GankitError(f"{weights_path} is not a readable safetensors file: {err}") from None
-    dtype_names = {torch.float32: "F32", torch.int64: "I64", torch.float16: "F16", torch.bfloat16: "BF16"}
-    missing = sorted(set(expected) - set(stored))
-    extra = sorted(set(stored) - set(expected))
-    if missing or extra:
-        raise GankitError(f"{weights_path} does not match {json_path.name}: missing tensors {missing[:5]}, "
-                          f"unexpected tensors {extra[:5]}")
-    for key, (shape, dtype) in expected.items():
-        if stored[key] != (shape, dtype_names.get(dtype, str(dtype))):
-            raise GankitError(
-                f"{weights_path}: tensor {key} is {stored[key][0]} {stored[key][1]}, the description in "
-                f"{json_path.name} needs {shape} {dtype_names.get(dtype, dtype)}"
-            )
+    _check_tensors(stored, _expected_tensors(model_cfg, data_cfg), str(weights_path), json_path.name)
     generator = build_generator(model_cfg, data_cfg)
     weights = load_file(str(weights_path))
     load_state_into(generator, weights, "generator", weights_path)
+    _check_progress(generator, weights_path)
     generator.to(device).eval()
     return generator, {"model": model_cfg, "data": data_cfg, "step": int(meta.get("step", 0))}
+
+
+def load_checkpoint_generator(path: str | Path, device: str | torch.device = "cpu", ema: bool = True):
+    """The EMA generator (ema=False: the raw G) of a training checkpoint, at the Progressive GAN stage and
+    alpha it was saved at (buffers of its state dict); returns (generator in eval mode, meta) as load_generator."""
+    from gankit.config import validate
+    from gankit.models import build_generator
+
+    path = Path(path)
+    state = load_training_state(path)
+    config = validate(state.get("config"), str(path))
+    # A run trained with train.ema null has no EMA generator: its G is the one it samples, as its export.
+    key, what = ("G_ema", "EMA generator") if ema and state.get("G_ema") is not None else ("G", "generator")
+    weights = state.get(key)
+    if not isinstance(weights, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                for k, v in weights.items()):
+        raise GankitError(f"{path}: the {what} weights are not a mapping of names to tensors (a damaged checkpoint?)")
+    step = state.get("step")
+    if type(step) is not int or step < 0:
+        raise GankitError(f"{path} holds no valid step count (a damaged checkpoint?)")
+    stored = {k: (tuple(v.shape), _DTYPE_NAMES.get(v.dtype, str(v.dtype))) for k, v in weights.items()}
+    # The config's sizes are checked against the stored tensors before the generator is built for real.
+    _check_tensors(stored, _expected_tensors(config.model, config.data), f"{path} ({what})", "its config")
+    generator = build_generator(config.model, config.data)
+    load_state_into(generator, weights, what, path)
+    _check_progress(generator, path)
+    generator.to(device).eval()
+    return generator, {"model": config.model, "data": config.data, "step": step}

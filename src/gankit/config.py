@@ -75,8 +75,13 @@ class LossConfig(_Section):
     gdpp: float = Field(0.0, ge=0.0)  # pgan only: weight of the GDPP diversity term in G's loss (0: off)
 
 
+DEFAULT_STEPS = 5000  # train.steps of every architecture but pgan, whose schedule sets the length
+
+
 class TrainConfig(_Section):
-    steps: int = Field(5000, ge=1)  # generator updates
+    # Generator updates. null: 5000, or for pgan the sum of max_iter_at_scale, resolved when training
+    # starts (kept null in the run's config.yaml, so a resume with a new schedule gets the new sum).
+    steps: Optional[int] = Field(None, ge=1)
     batch_size: int = Field(64, ge=1)
     n_critic: int = Field(1, ge=1)  # discriminator updates before each generator update
     optimizer: Literal["adam", "rmsprop"] = "adam"
@@ -166,6 +171,8 @@ class Config(_Section):
                     f"data.resolution {res} is not supported by dcgan: use a power of two from 16 to 256"
                 )
         self._check_pgan()
+        if self.train.steps is None and self.model.arch != "pgan":
+            self.train.steps = DEFAULT_STEPS
         if self.train.compile and self.loss.kind == "wgan-gp":
             raise ValueError("train.compile cannot be used with loss.kind wgan-gp (the gradient penalty needs a "
                              "double backward, which compiled graphs do not support); set train.compile=false")

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gankit.checkpoint import (export_generator, list_checkpoints, load_generator, load_state_into,
-                               load_training_state)
+from gankit.checkpoint import (export_generator, is_checkpoint_file, list_checkpoints, load_checkpoint_generator,
+                               load_generator)
 from gankit.device import resolve_device
 from gankit.errors import GankitError
 from gankit.viz.grid import grid_image, save_grid, save_scatter, to_uint8
@@ -16,25 +16,23 @@ from gankit.viz.grid import grid_image, save_grid, save_scatter, to_uint8
 MAX_SAMPLES = 1_000_000
 
 
-def load_raw_generator(run_dir: Path, device: torch.device):
-    """The non-EMA generator of a run's newest checkpoint, with the same meta as load_generator."""
-    from gankit.config import validate
-    from gankit.models import build_generator
-
-    found = list_checkpoints(run_dir)
-    if not found:
-        raise GankitError(f"--no-ema needs a run folder with checkpoints; {run_dir} has none")
-    state = load_training_state(found[-1])
-    config = validate(state["config"], str(found[-1]))
-    generator = build_generator(config.model, config.data)
-    load_state_into(generator, state["G"], "generator", found[-1])
-    return generator.to(device).eval(), {"model": config.model, "data": config.data, "step": int(state["step"])}
+def load_raw_generator(source: Path, device: torch.device):
+    """The non-EMA generator of a checkpoint file, or of a run folder's newest checkpoint, with the same
+    meta as load_generator."""
+    if not is_checkpoint_file(source):
+        found = list_checkpoints(source)
+        if not found:
+            raise GankitError(f"--no-ema needs a run folder with checkpoints; {source} has none")
+        source = found[-1]
+    return load_checkpoint_generator(source, device, ema=False)
 
 
 def load_for_sampling(source: str, no_ema: bool, device: torch.device):
+    """The generator of a run folder, an export or a checkpoint file: its EMA weights, or with no_ema the raw G."""
     if no_ema:
-        if not Path(source).is_dir():
-            raise GankitError("--no-ema needs a run folder (an exported generator holds the EMA weights only)")
+        if not (Path(source).is_dir() or is_checkpoint_file(source)):
+            raise GankitError("--no-ema needs a run folder or a checkpoint file (an exported generator holds the "
+                              "EMA weights only)")
         return load_raw_generator(Path(source), device)
     return load_generator(source, device)
 
@@ -86,18 +84,11 @@ def sample_command(source: str, num: int, seed: int, out: str | None, out_dir: s
 
 def export_command(run: str, out: str | None) -> str:
     """Writes the EMA generator of a run's newest checkpoint as generator.safetensors + .json."""
-    from gankit.config import validate
-    from gankit.models import build_generator
-
     found = list_checkpoints(Path(run))
     if not found:
         raise GankitError(f"{run} has no checkpoints to export")
-    state = load_training_state(found[-1])
-    config = validate(state["config"], str(found[-1]))
-    generator = build_generator(config.model, config.data)
-    weights = state["G_ema"] if state.get("G_ema") is not None else state["G"]
-    load_state_into(generator, weights, "generator", found[-1])
+    generator, meta = load_checkpoint_generator(found[-1])
     out_dir = Path(out or run)
-    export_generator(out_dir, generator, config.model.model_dump(mode="json"),
-                     config.data.model_dump(mode="json"), int(state["step"]))
+    export_generator(out_dir, generator, meta["model"].model_dump(mode="json"), meta["data"].model_dump(mode="json"),
+                     meta["step"])
     return str(out_dir / "generator.safetensors")

@@ -87,7 +87,8 @@ class StopSignal:
 
 
 def train(config: Config, run_dir: Path, resume_from: Path | None = None, device_name: str = "auto") -> dict:
-    """Trains until config.train.steps generator updates; returns a summary with the final grid's path.
+    """Trains until config.train.steps generator updates (Progressive GAN without train.steps: the sum of
+    train.max_iter_at_scale); returns a summary with the final grid's path.
 
     Time is counted in generator steps; each step makes n_critic discriminator updates first, each
     on a fresh real batch and fresh latents. The last critic update's fakes feed the generator update."""
@@ -108,6 +109,7 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
     # Build the data, the networks and their optimizers.
     torch.manual_seed(config.seed)
     growth = Growth(config) if config.model.arch == "pgan" else None
+    total_steps = growth.total_steps if growth else tcfg.steps
     batches = build_batches(config.data, growth.max_batch_size if growth else tcfg.batch_size, config.seed)
     layout = memory_format(config)
     G = build_generator(config.model, config.data).to(device, memory_format=layout)
@@ -153,6 +155,8 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
         log(f"resumed {run_dir} from {resume_from} at step {step}{processes}")
     else:
         log(f"training {config.name} into {run_dir} on {device}{processes}")
+    if growth is not None and growth.length_note:
+        log(growth.length_note)
 
     # The sample grid's latents depend on the seed only, so grids are comparable over time and runs.
     fixed_z = torch.randn(tcfg.grid_size, config.model.z_dim,
@@ -227,7 +231,8 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
                 "rng": {"torch": torch.get_rng_state(),
                         "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else []},
             })
-            prune_checkpoints(run_dir, tcfg.keep_checkpoints)
+            # Progressive GAN: the last checkpoint of every scale stays, as that scale's model.
+            prune_checkpoints(run_dir, tcfg.keep_checkpoints, growth.stage_of_checkpoint if growth else None)
             export_generator(run_dir, G_ema or G, config.model.model_dump(mode="json"),
                              config.data.model_dump(mode="json"), step)
             last_saved_step = step
@@ -284,13 +289,13 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
     G_run, D_run = (torch.compile(G), torch.compile(D)) if tcfg.compile else (G, D)
     # Under torchrun: DDP wrappers of G and D, and the unwrapped D for G's loss (see distributed.py).
     parallel = distributed.DataParallel(replica, config, G, D, G_run, D_run)
-    bar = tqdm(total=tcfg.steps, initial=step, desc=config.name, unit="step", dynamic_ncols=True,
+    bar = tqdm(total=total_steps, initial=step, desc=config.name, unit="step", dynamic_ncols=True,
                     disable=None if replica.is_main else True, file=sys.stderr)
     count = 0
     interrupted = None
     try:
         with StopSignal() as stop:
-            while step < tcfg.steps:
+            while step < total_steps:
                 # Progressive GAN: stage, alpha, batch size and learning rates for this step.
                 progress = growth.begin_step(step, (G, D, G_ema), (opt_g, opt_d)) if growth else None
                 G_run, D_run, D_for_g = parallel.modules(progress)
@@ -335,7 +340,7 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
                 bar.update(1)
 
                 # Log, sample, checkpoint.
-                if step % tcfg.log_every == 0 or step == tcfg.steps:
+                if step % tcfg.log_every == 0 or step == total_steps:
                     flush_stats()
                     count = 0
                 if step % tcfg.sample_every == 0:
@@ -346,7 +351,8 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
                 if evaluator is not None and step % config.eval.every == 0:
                     stop_if_diverged()
                     log(evaluator(G_ema or G, step))
-                if step % tcfg.checkpoint_every == 0:
+                # A scale's last step is also checkpointed: that checkpoint is the scale's model (kept by pruning).
+                if step % tcfg.checkpoint_every == 0 or finished_stage is not None:
                     save_everything()
                 stop.signum = replica.agreed_signal(stop.signum, step)  # every rank stops after the same step
                 if stop.signum is not None:

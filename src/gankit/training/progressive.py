@@ -6,7 +6,7 @@ import torch
 
 from gankit.config import Config
 from gankit.models.pgan import real_for_stage
-from gankit.training.schedule import Progress, Schedule
+from gankit.training.schedule import Progress, Schedule, run_length
 
 
 class Growth:
@@ -15,6 +15,8 @@ class Growth:
 
     def __init__(self, config: Config):
         self.schedule = Schedule.from_config(config.train)
+        # total_steps: the run's length; length_note: the start-up line when train.steps overrides the schedule
+        self.total_steps, self.length_note = run_length(config.train.steps, self.schedule)
 
     @property
     def max_batch_size(self) -> int:
@@ -39,7 +41,11 @@ class Growth:
 
     def stage_finished(self, step: int) -> int | None:
         """The stage whose last step was `step` (1-based count of steps done), else None."""
-        if step <= 0 or step >= self.schedule.total_steps:
+        if step <= 0 or step >= self.schedule.scheduled_steps:
             return None
         before, after = self.schedule.stage_at(step - 1)[0], self.schedule.stage_at(step)[0]
         return before if after != before else None
+
+    def stage_of_checkpoint(self, step: int) -> int:
+        """The stage of the weights saved after `step` steps: that of their last update."""
+        return self.schedule.stage_at(max(step - 1, 0))[0]

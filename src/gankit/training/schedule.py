@@ -7,7 +7,7 @@ was. Scale s lasts `max_iter_at_scale[s]` steps, fade-in included. Each scale af
 with `fade_iters` steps of fade-in in which alpha, the weight of the new scale, rises linearly:
 alpha = t / fade_iters at step t of the scale, so its first step (alpha = 0) is exactly the previous
 network and step `fade_iters` is the first with alpha = 1. Steps past the sum of `max_iter_at_scale`
-stay at the last scale.
+stay at the last scale. A run lasts that sum unless `train.steps` is given, which wins (see `run_length`).
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ class Schedule:
         return (0, *itertools.accumulate(self.max_iter_at_scale[:-1]))
 
     @property
-    def total_steps(self) -> int:
+    def scheduled_steps(self) -> int:
         """Steps until the last scale has had its max_iter_at_scale."""
         return sum(self.max_iter_at_scale)
 
@@ -106,3 +106,19 @@ class Schedule:
         stage, step_in_stage = self.stage_at(step)
         return Progress(stage, self.alpha_at(stage, step_in_stage), step_in_stage,
                         self.batch_sizes[stage], self.g_lrs[stage], self.d_lrs[stage])
+
+
+def run_length(steps: int | None, schedule: Schedule) -> tuple[int, str | None]:
+    """A Progressive GAN run's length in generator steps, and a note when train.steps and the schedule disagree.
+
+    train.steps, when given, wins: a longer run stays at the last scale, a shorter one stops early.
+    Without it (the pgan presets leave it out) the run lasts the schedule's sum."""
+    scheduled = schedule.scheduled_steps
+    if steps is None or steps == scheduled:
+        return scheduled, None
+    stage = schedule.stage_at(min(steps, scheduled) - 1)[0]
+    scale = f"{4 * 2**stage}x{4 * 2**stage}"
+    where = (f"the steps after {scheduled} stay at the last scale ({scale})" if steps > scheduled
+             else f"the run stops early, at the {scale} scale")
+    return steps, (f"train.steps {steps} differs from the sum of train.max_iter_at_scale ({scheduled}): train.steps "
+                   f"wins and {where} (leave train.steps out, or --set train.steps=null, to follow the schedule)")
