@@ -142,7 +142,7 @@ def test_config_refuses_unknown_metric_names():
 
 def test_eval_modes_on_a_run(toy_run, tmp_path, run_cli):
     out = tmp_path / "m.json"
-    code, stdout, _ = run_cli("eval", toy_run, "--metrics", "modes", "--num-samples", 300, "--out", out)
+    code, stdout, _ = run_cli("eval", toy_run, "--metrics", "modes", "--num-samples", 300, "--out", out, "--json")
     assert code == 0
     result = json.loads(stdout)
     assert json.loads(out.read_text()) == result
@@ -158,9 +158,9 @@ def test_eval_modes_on_a_run(toy_run, tmp_path, run_cli):
 def test_saved_points_evaluate_like_the_generator(toy_run, tmp_path, run_cli):
     points = tmp_path / "points.npy"
     assert run_cli("sample", toy_run, "--num", 400, "--seed", 5, "--out", points)[0] == 0
-    code, from_file, _ = run_cli("eval", "--fake", points, "--real", "toy-8gaussians", "--metrics", "modes")
+    code, from_file, _ = run_cli("eval", "--fake", points, "--real", "toy-8gaussians", "--metrics", "modes", "--json")
     assert code == 0
-    code, from_run, _ = run_cli("eval", toy_run, "--metrics", "modes", "--num-samples", 400, "--seed", 5)
+    code, from_run, _ = run_cli("eval", toy_run, "--metrics", "modes", "--num-samples", 400, "--seed", 5, "--json")
     assert json.loads(from_file)["modes"] == json.loads(from_run)["modes"]
 
 
@@ -207,7 +207,7 @@ def test_saved_pngs_and_the_generator_give_identical_inputs(image_run, tmp_path,
 def test_eval_ms_ssim_on_an_image_run(image_run, run_cli):
     from gankit.metrics.ms_ssim import ms_ssim_pairs
 
-    code, stdout, _ = run_cli("eval", image_run, "--metrics", "ms_ssim", "--num-samples", 64)
+    code, stdout, _ = run_cli("eval", image_run, "--metrics", "ms_ssim", "--num-samples", 64, "--json")
     assert code == 0
     result = json.loads(stdout)
     assert list(result) == ["ms_ssim", "ms_ssim_real", "ms_ssim_gap", "num_samples", "samples"]
@@ -266,7 +266,7 @@ def items(dataset) -> torch.Tensor:
 
 @needs_fashion_mnist
 def test_inception_metrics_get_the_quantized_images(image_run, fake_fidelity, run_cli):
-    code, stdout, _ = run_cli("eval", image_run, "--metrics", "fid,is,pr", "--num-samples", 48)
+    code, stdout, _ = run_cli("eval", image_run, "--metrics", "fid,is,pr", "--num-samples", 48, "--json")
     assert code == 0
     result = json.loads(stdout)
     assert {k: result[k] for k in ("fid", "is", "pr")} == {
@@ -339,3 +339,221 @@ def test_resume_drops_the_evaluations_training_redoes(tmp_path):
     metrics.write_text("".join(json.dumps(r) + "\n" for r in records) + '{"step": 5, "ori')
     drop_stats_after(metrics, 2, only_origin="training")
     assert lines(metrics) == records[:2]
+
+
+# ---- the table, --json and --out ---------------------------------------------------------------
+
+def table_of(stdout: str) -> dict[str, tuple[str, str, str]]:
+    """The rows of `gankit eval`'s table: name -> (value, generated, real)."""
+    lines = stdout.splitlines()
+    header = lines.index(next(line for line in lines if line.split()[:1] == ["metric"]))
+    assert lines[header].split() == ["metric", "value", "generated", "real"]
+    return {name: tuple(rest) for name, *rest in (line.split() for line in lines[header + 1:])}
+
+
+def test_eval_prints_a_table_of_the_json_values(toy_run, tmp_path, run_cli):
+    from gankit.metrics.command import format_value
+
+    out = tmp_path / "m.json"
+    code, table_text, err = run_cli("eval", toy_run, "--metrics", "modes", "--num-samples", 300, "--out", out)
+    assert code == 0 and err == ""
+    code, json_text, _ = run_cli("eval", toy_run, "--metrics", "modes", "--num-samples", 300, "--json")
+    result = json.loads(json_text)
+    assert json.loads(out.read_text()) == result  # --out holds the --json object, whatever stdout shows
+    assert table_text.splitlines()[:2] == [f"generated: the generator of {toy_run} (step 6)", "real:      none"]
+    modes = result["modes"]
+    assert table_of(table_text) == {f"modes.{key}": (format_value(modes[key]), "300", "-")
+                                    for key in ("covered", "total", "high_quality", "kl")}
+    assert table_of(table_text)["modes.total"][0] == "8"
+
+
+@needs_fashion_mnist
+def test_the_table_names_nested_values_and_companions(image_run, fake_fidelity, run_cli):
+    argv = ["eval", image_run, "--metrics", "ms_ssim,fid,is,pr", "--num-samples", 48]
+    code, table_text, _ = run_cli(*argv)
+    assert code == 0
+    result = json.loads(run_cli(*argv, "--json")[1])
+    rows = table_of(table_text)
+    assert list(rows) == ["ms_ssim", "ms_ssim_real", "ms_ssim_gap", "fid", "is.mean", "is.std", "pr.precision",
+                          "pr.recall"]
+    assert rows["fid"] == ("12.5", "48", "48") and rows["is.mean"] == ("3.5", "48", "-")
+    assert rows["pr.recall"] == ("0.625", "48", "48")
+    for name in ("ms_ssim", "ms_ssim_real", "ms_ssim_gap"):
+        assert float(rows[name][0]) == pytest.approx(result[name], rel=1e-4) and rows[name][1:] == ("48", "48")
+    assert "real:      the train images of fashion-mnist" in table_text
+
+
+def test_table_values_are_short_and_exact_where_whole():
+    from gankit.metrics.command import format_value
+
+    assert [format_value(v) for v in (25, 0.26134567, 68.65712, 123456.7, -0.000123456, None)] == [
+        "25", "0.26135", "68.657", "123457", "-0.00012346", "none"]
+
+
+# ---- named real sets: --fake alone for fd_fmnist, --real fashion-mnist[:split] -------------------
+
+@pytest.fixture(scope="module")
+def sample_folder(image_run, tmp_path_factory):
+    """130 PNGs (16x16 gray) from the image run's generator: just over fd_fmnist's minimum."""
+    from gankit.cli import main
+
+    folder = tmp_path_factory.mktemp("samples") / "pngs"
+    assert main(["sample", str(image_run), "--num", "130", "--out-dir", str(folder)]) == 0
+    return folder
+
+
+@needs_fashion_mnist
+def test_fd_fmnist_of_files_alone_compares_with_the_fashion_mnist_test_set(sample_folder, run_cli):
+    def evaluate_with(*real):
+        code, stdout, err = run_cli("eval", "--fake", sample_folder, "--metrics", "fd_fmnist,kid_fmnist",
+                                    "--num-samples", 130, *real, "--json")
+        assert code == 0, err
+        return json.loads(stdout)
+
+    alone = evaluate_with()
+    assert alone == evaluate_with("--real", "fashion-mnist:test")
+    assert alone == evaluate_with("--real", "fashion-mnist")  # fd_fmnist's usual split is test
+    assert alone["samples"]["fd_fmnist"] == {"fake": 130, "real": 130}
+    train = evaluate_with("--real", "fashion-mnist:train")
+    assert train["fd_fmnist"] != alone["fd_fmnist"] and train["kid_fmnist"] != alone["kid_fmnist"]
+    code, table_text, _ = run_cli("eval", "--fake", sample_folder, "--metrics", "fd_fmnist", "--num-samples", 130)
+    assert code == 0 and "real:      the test images of fashion-mnist" in table_text
+    assert table_of(table_text)["fd_fmnist"][1:] == ("130", "130")
+
+
+@needs_fashion_mnist
+@pytest.mark.parametrize("channels, size", [(1, 16), (3, 64)])
+def test_a_named_dataset_is_the_training_data_at_the_generated_size(channels, size):
+    from gankit.config import DataConfig
+    from gankit.metrics.sources import Samples, load_dataset, load_real
+
+    like = Samples(torch.zeros(1, channels, size, size, dtype=torch.uint8), "generated")
+    named = load_dataset("fashion-mnist", "test", like, 200, seed=4)
+    trained_on = load_real(None, DataConfig(source="fashion-mnist", resolution=size, channels=channels), 200,
+                           "test", 4)
+    assert named.data.shape == (200, channels, size, size) and torch.equal(named.data, trained_on.data)
+
+
+@needs_fashion_mnist
+def test_named_real_sets_refuse_bad_names_and_shapes(sample_folder, tmp_path, run_cli):
+    wide = write_pngs(tmp_path / "wide", np.zeros((2, 16, 20, 1), dtype=np.uint8))
+    cases = [
+        (sample_folder, ["--real", "fashion-mnist:val"],
+         "--real fashion-mnist:val: fashion-mnist has no split 'val'; use fashion-mnist:train or fashion-mnist:test"),
+        (sample_folder, ["--real", "mnst"], "--real mnst: no such file or folder (did you mean mnist?)"),
+        (wide, ["--real", "fashion-mnist", "--metrics", "swd"],
+         "fashion-mnist's 28x28 images can be fitted to square 1- or 3-channel images, but"),
+        (sample_folder, ["--metrics", "swd"], "swd compares with real samples, and"),
+    ]
+    for fake, argv, message in cases:
+        metrics = [] if "--metrics" in argv else ["--metrics", "fd_fmnist"]
+        code, stdout, err = run_cli("eval", "--fake", fake, *metrics, *argv)
+        assert code == 2 and stdout == "" and message in err, (argv, err)
+        assert len(err.strip().splitlines()) == 1
+
+
+def test_mnist_missing_is_one_clear_error(tmp_path, monkeypatch, run_cli):
+    from gankit.data import idx
+
+    def offline(kind, dest):
+        raise OSError("Name or service not known")
+
+    monkeypatch.setitem(idx.SYSTEM_DIRS, "mnist", [str(tmp_path / "none")])
+    monkeypatch.setenv("GANKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(idx, "_download", offline)
+    folder = write_pngs(tmp_path / "pngs", np.zeros((2, 16, 16, 1), dtype=np.uint8))
+    code, stdout, err = run_cli("eval", "--fake", folder, "--metrics", "swd", "--real", "mnist:test")
+    assert code == 2 and stdout == ""
+    assert err.startswith(f"gankit eval: error: mnist not found in {tmp_path / 'none'}") and "download failed" in err
+
+
+@pytest.mark.skipif(not Path("/usr/share/datasets/mnist").is_dir(), reason="MNIST not installed")
+def test_real_mnist_by_name(tmp_path, run_cli):
+    folder = write_pngs(tmp_path / "pngs", np.random.default_rng(0).integers(0, 256, (8, 32, 32, 1), dtype=np.uint8))
+    results = []
+    for name in ("mnist:test", "fashion-mnist:test"):
+        code, stdout, err = run_cli("eval", "--fake", folder, "--metrics", "swd", "--real", name, "--json")
+        assert code == 0, err
+        results.append(json.loads(stdout))
+    assert results[0]["samples"]["swd"] == {"fake": 8, "real": 8} and results[0]["swd"] != results[1]["swd"]
+
+
+# ---- progress bars -------------------------------------------------------------------------------
+
+class RecordedBar:
+    """Stands in for tqdm: records each bar's description, total, updates and its disable argument."""
+
+    def __init__(self, total, desc, unit, leave, dynamic_ncols, disable, file):
+        self.total, self.desc, self.disable, self.updates, self.closed = total, desc, disable, [], False
+
+    def update(self, n=1):
+        self.updates.append(n)
+
+    def close(self):
+        self.closed = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+@pytest.fixture
+def recorded_bars(monkeypatch):
+    from gankit.metrics import progress
+
+    bars = []
+
+    def record(**options):
+        bars.append(RecordedBar(**options))
+        return bars[-1]
+
+    monkeypatch.setattr(progress, "tqdm", record)
+    return bars
+
+
+@needs_fashion_mnist
+def test_eval_bars_count_the_work(sample_folder, recorded_bars, run_cli):
+    code, _, err = run_cli("eval", "--fake", sample_folder, "--metrics", "fd_fmnist,ms_ssim", "--num-samples", 130)
+    assert code == 0, err
+    done = {bar.desc: (bar.total, sum(bar.updates)) for bar in recorded_bars}
+    assert done == {"reading pngs": (130, 130), "classifier features (real)": (130, 130),
+                    "classifier features (generated)": (130, 130), "MS-SSIM pairs": (65, 65)}
+    # disable=None: tqdm draws them only on a terminal; all closed, so none lingers on the screen.
+    assert all(bar.disable is None and bar.closed for bar in recorded_bars)
+
+
+def test_generating_bar_counts_the_samples(toy_run, recorded_bars, run_cli):
+    assert run_cli("eval", toy_run, "--metrics", "modes", "--num-samples", 300)[0] == 0
+    assert [(b.desc, b.total, sum(b.updates), b.disable) for b in recorded_bars] == [("generating", 300, 300, None)]
+
+
+def test_inception_bar_follows_the_items_torch_fidelity_reads(recorded_bars):
+    from gankit.metrics.inception import UInt8Images
+
+    images = UInt8Images(torch.zeros(70, 1, 8, 8, dtype=torch.uint8), "Inception features (real)", True)
+    images[0]  # torch-fidelity probes the first item before its batches
+    for index in range(len(images)):
+        images[index]
+    (bar,) = recorded_bars
+    assert (bar.desc, bar.total, sum(bar.updates), bar.disable, bar.closed) == (
+        "Inception features (real)", 70, 70, False, True)
+
+
+def test_bars_show_on_a_terminal_only(toy_run, monkeypatch, capsys):
+    import io
+
+    from gankit.cli import main
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    argv = ["eval", str(toy_run), "--metrics", "modes", "--num-samples", "300"]
+    assert main(argv) == 0
+    assert capsys.readouterr().err == ""  # not a terminal: no bar, no timing
+    terminal = Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    assert main(argv) == 0
+    assert "generating" in terminal.getvalue() and "modes: " in terminal.getvalue()

@@ -1,13 +1,21 @@
-"""SWD: equal to the NumPy oracle, the pyramid against hand computations, known answers, bad input."""
+"""SWD: equal to the NumPy oracle, the pyramid against hand computations, known answers, the real-image
+cache (size, hits, rebuilds), progress bars, bad input."""
 
 from __future__ import annotations
+
+import errno
+import json
+import os
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+import numpy_reference
 from gankit.errors import GankitError
-from gankit.metrics import numpy_reference, swd
+from gankit.files import StorageError
+from gankit.metrics import swd
 
 
 def textured_images(count: int, channels: int, size: int, seed: int) -> torch.Tensor:
@@ -96,33 +104,199 @@ def test_pyramid_equals_direct_convolution_and_reconstructs_the_image():
     assert ours[0].abs().mean() > 1.0  # the band-pass level carries detail
 
 
-def test_reference_cache_round_trip(tmp_path):
+def read_header(path):
+    """(header dict, header bytes including the 8-byte length) of a safetensors file."""
+    with open(path, "rb") as f:
+        length = int.from_bytes(f.read(8), "little")
+        return json.loads(f.read(length)), 8 + length
+
+
+def counting_loader(images):
+    """A zero-argument loader of `images` and the list that counts its calls."""
+    calls = []
+
+    def load():
+        calls.append(1)
+        return images
+
+    return load, calls
+
+
+@pytest.mark.parametrize("working_memory", [swd.DEFAULT_WORKING_MEMORY, 2**20])
+def test_reference_cache_round_trip(tmp_path, working_memory):
     from safetensors import safe_open
 
     real = textured_images(8, 3, 32, seed=11)
     fake = textured_images(8, 3, 32, seed=12)
-    path = tmp_path / "swd_real.safetensors"
-    calls = []
+    path = tmp_path / "cache" / "swd_real.safetensors"
+    load_real, calls = counting_loader(real)
+    options = {"key": "demo:32px:8", "working_memory": working_memory, "scratch_dir": tmp_path}
 
-    def load_real():
-        calls.append(1)
-        return real
-
-    built = swd.real_descriptor_cache(load_real, path, key="demo:32px:8")
-    cached = swd.real_descriptor_cache(load_real, path, key="demo:32px:8")
+    built = swd.real_descriptor_cache(load_real, path, **options)
+    cached = swd.real_descriptor_cache(load_real, path, **options)
     assert len(calls) == 1  # the second call read the file without loading the data
+    with safe_open(str(path), framework="pt") as f:  # a standard safetensors file of the images
+        assert list(f.keys()) == ["images"]
+        assert torch.equal(f.get_tensor("images"), real)
+    # A hit recomputes the descriptors from the stored images: bit-identical to the first time.
     in_memory = swd.SWDReference.build(real).descriptors
-    assert in_memory.tensors is not None and built.descriptors.path is not None
-    with safe_open(str(path), framework="pt") as f:  # a standard safetensors file
-        assert torch.equal(f.get_tensor("descriptors_32"), in_memory.tensors[0])
-        assert torch.equal(f.get_tensor("descriptors_16"), in_memory.tensors[1])
+    for level in range(2):
+        assert torch.equal(torch.cat(list(cached.descriptors.chunks(level))), in_memory.tensors[level])
     expected = swd.sliced_wasserstein(real, fake)
-    assert swd.sliced_wasserstein(built, fake) == expected
-    assert swd.sliced_wasserstein(cached, fake) == expected
+    assert swd.sliced_wasserstein(built, fake, working_memory=working_memory, scratch_dir=tmp_path) == expected
+    assert swd.sliced_wasserstein(cached, fake, working_memory=working_memory, scratch_dir=tmp_path) == expected
 
-    swd.real_descriptor_cache(load_real, path, key="other-data:32px:8")
-    swd.real_descriptor_cache(load_real, path, key="other-data:32px:8", seed=3)
+    swd.real_descriptor_cache(load_real, path, **{**options, "key": "other-data:32px:8"})
+    swd.real_descriptor_cache(load_real, path, **{**options, "key": "other-data:32px:8"}, seed=3)
     assert len(calls) == 3  # a new key or seed rebuilds the cache
+    assert sorted(p.name for p in path.parent.iterdir()) == ["swd_real.safetensors"]  # no temporary left
+
+
+def test_cache_file_holds_the_images_not_the_descriptors(tmp_path):
+    count, channels, size = 16, 3, 64
+    real = textured_images(count, channels, size, seed=13)
+    path = tmp_path / "swd_real.safetensors"
+    swd.real_descriptor_cache(real, path, key="demo:64px:16")
+    header, header_bytes = read_header(path)
+    assert header["__metadata__"]["format"] == swd.CACHE_FORMAT
+    assert path.stat().st_size == header_bytes + count * channels * size * size  # one byte per pixel
+    assert header_bytes < 1024
+    # The previous layout stored float32 descriptors: 128 per image and level, 49 x C values each.
+    levels = len(swd.level_resolutions(size))
+    old_layout_bytes = count * 128 * levels * channels * 49 * 4
+    # 18x smaller here (3 levels of 64 px images); 6.1x at the paper's scale (4 levels of 128 px, one
+    # byte per pixel against 128 x 49 x 4 levels x 4 bytes per 16,384 pixels): 0.75 GiB against 4.6 GiB.
+    assert old_layout_bytes / path.stat().st_size > 18
+
+
+def write_old_layout_cache(path, real, key):
+    """A cache file as the previous version wrote it: float32 descriptors and statistics per level."""
+    from safetensors.torch import save_file
+
+    descriptors = swd.SWDReference.build(real).descriptors
+    tensors = {}
+    for resolution, level_tensor, stats in zip(descriptors.resolutions, descriptors.tensors, descriptors.stats):
+        tensors[f"descriptors_{resolution}"] = level_tensor
+        tensors[f"mean_{resolution}"] = torch.from_numpy(stats.mean)
+        tensors[f"std_{resolution}"] = torch.from_numpy(stats.std)
+    metadata = {"format": "gankit-swd-descriptors-v1", "image_shape": json.dumps(list(real.shape)), "key": key,
+                "seed": "0", "descriptors_per_image": "128", "directions": "128", "repeats": "4",
+                "min_resolution": "16"}
+    save_file(tensors, str(path), metadata=metadata)
+
+
+def truncate(path):
+    os.truncate(path, path.stat().st_size - 100)
+
+
+def flip_an_image_byte(path):
+    _, header_bytes = read_header(path)
+    with open(path, "r+b") as f:
+        f.seek(header_bytes + 1234)
+        value = f.read(1)[0]
+        f.seek(header_bytes + 1234)
+        f.write(bytes([value ^ 0x40]))
+
+
+def overwrite_with_noise(path):
+    path.write_bytes(os.urandom(5000))
+
+
+@pytest.mark.parametrize("damage", ["old layout", truncate, flip_an_image_byte, overwrite_with_noise])
+def test_stale_or_damaged_cache_is_rebuilt(tmp_path, damage):
+    real = textured_images(8, 3, 32, seed=14)
+    fake = textured_images(8, 3, 32, seed=15)
+    path = tmp_path / "swd_real.safetensors"
+    load_real, calls = counting_loader(real)
+    if damage == "old layout":
+        write_old_layout_cache(path, real, key="demo")
+    else:
+        swd.real_descriptor_cache(load_real, path, key="demo")
+        damage(path)
+        calls.clear()
+    with pytest.raises(GankitError, match="delete it"):
+        swd.SWDReference.load(path, key="demo")
+    reference = swd.real_descriptor_cache(load_real, path, key="demo")
+    assert len(calls) == 1  # rebuilt from the real images
+    assert read_header(path)[0]["__metadata__"]["format"] == swd.CACHE_FORMAT
+    assert swd.sliced_wasserstein(reference, fake) == swd.sliced_wasserstein(real, fake)
+    swd.real_descriptor_cache(load_real, path, key="demo")
+    assert len(calls) == 1  # and the rebuilt file is a hit
+
+
+def test_a_failed_cache_write_leaves_the_previous_cache(tmp_path, monkeypatch):
+    real = textured_images(8, 3, 32, seed=16)
+    path = tmp_path / "swd_real.safetensors"
+    swd.real_descriptor_cache(real, path, key="first")
+    good = path.read_bytes()
+
+    def write_half_then_fail(target, images, metadata):
+        Path(target).write_bytes(good[: len(good) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(swd, "_write_image_cache", write_half_then_fail)
+    with pytest.raises(StorageError, match="No space left on device"):
+        swd.real_descriptor_cache(real, path, key="second")
+    assert path.read_bytes() == good
+    assert [p.name for p in tmp_path.iterdir()] == ["swd_real.safetensors"]
+
+
+def test_a_full_scratch_disk_is_one_clear_error(tmp_path, monkeypatch):
+    real = textured_images(8, 3, 32, seed=17)
+
+    def disk_full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(swd.os, "pwrite", disk_full)
+    # 8 images x 128 descriptors x 147 floats x 2 levels = 1.1 MiB, more than half of 1 MiB: a file.
+    with pytest.raises(StorageError, match=r"No space left on device.*needs 1 MiB there") as raised:
+        swd.SWDReference.build(real, working_memory=2**20, scratch_dir=tmp_path)
+    assert raised.value.exit_code == 74
+    assert list(tmp_path.iterdir()) == []
+
+
+class RecordingBar:
+    """Stands in for gankit.metrics.progress.progress_bar: records what a bar was told."""
+
+    def __init__(self, total, desc, unit, enabled):
+        self.total, self.desc, self.enabled, self.count, self.postfixes = total, desc, enabled, 0, []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        return None
+
+    def update(self, count):
+        self.count += count
+
+    def set_postfix_str(self, text, refresh=True):
+        self.postfixes.append(text)
+
+
+def test_progress_bars_count_images_and_directions(monkeypatch):
+    real = textured_images(8, 1, 32, seed=18)
+    fake = textured_images(8, 1, 32, seed=19)
+    bars = []
+    monkeypatch.setattr(swd, "progress_bar", lambda *args: bars.append(RecordingBar(*args)) or bars[-1])
+    swd.sliced_wasserstein(real, fake, progress=True, working_memory=2**20)  # 4 direction slices per level
+    assert [(bar.desc, bar.total, bar.count) for bar in bars] == [
+        ("SWD descriptors, real", 8, 8),
+        ("SWD descriptors, generated", 8, 8),
+        ("SWD projections and sorts", 2 * 4 * 128, 2 * 4 * 128),  # levels x repeats x directions
+    ]
+    assert bars[-1].postfixes == ["32 px", "16 px"]
+    assert {bar.enabled for bar in bars} == {True}
+
+
+def test_progress_bars_go_to_stderr_only_when_asked_or_on_a_terminal(capsys):
+    real = textured_images(8, 1, 32, seed=18)
+    fake = textured_images(8, 1, 32, seed=19)
+    expected = swd.sliced_wasserstein(real, fake)  # stderr is captured, not a terminal: no bars
+    assert capsys.readouterr().err == ""
+    assert swd.sliced_wasserstein(real, fake, progress=True) == expected
+    shown = capsys.readouterr().err
+    assert "SWD descriptors, real: " in shown and "SWD projections and sorts: " in shown
 
 
 @pytest.mark.parametrize(

@@ -109,13 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_presets)
 
     p = sub.add_parser("sample", help="generate images (or toy points) from a run or an exported generator")
-    p.add_argument("source", metavar="RUN|FILE")
+    p.add_argument("source", metavar="RUN|FILE", help="a run folder, an exported generator or a checkpoint file "
+                                                      "(RUN/checkpoints/step_N.pt)")
     p.add_argument("--num", type=int, default=64, help="how many samples (default 64)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="grid .png (images); .npy points or .png scatter plot (toy runs)")
     p.add_argument("--out-dir", help="write one PNG per image into this folder instead of a grid")
     p.add_argument("--no-ema", action="store_true",
-                   help="use the raw generator of the newest checkpoint instead of the EMA export")
+                   help="use the raw generator of the checkpoint (a run's newest) instead of the EMA one")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.set_defaults(func=_cmd_sample)
 
@@ -136,13 +137,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_interpolate)
 
     p = sub.add_parser("eval", help="compute metrics on a run's generator or on a folder/zip of images")
-    p.add_argument("source", nargs="?", metavar="RUN|FILE", help="a run folder or an exported generator")
-    p.add_argument("--fake", metavar="SOURCE", help="a folder or zip of generated images instead of a generator")
+    p.add_argument("source", nargs="?", metavar="RUN|FILE", help="a run folder, an exported generator or a "
+                                                                 "checkpoint file (RUN/checkpoints/step_N.pt)")
+    p.add_argument("--fake", metavar="SOURCE", help="a folder or zip of generated images (or a .npy file of points) "
+                                                    "instead of a generator")
     p.add_argument("--metrics", required=True, help="comma-separated: swd, ms_ssim, fid, kid, is, pr, "
                                                     "fd_fmnist, kid_fmnist, modes")
     p.add_argument("--num-samples", type=int, help="samples per side (default: each metric's protocol)")
-    p.add_argument("--real", metavar="SOURCE", help="real images (default: the run's training data)")
+    p.add_argument("--real", metavar="SOURCE", help="real samples: a folder or zip of images, a .npy file, a toy "
+                                                    "source, or fashion-mnist|mnist[:train|:test] (default: the "
+                                                    "run's training data; fd_fmnist of files: fashion-mnist:test)")
     p.add_argument("--out", help="write the metrics as one JSON object to this file")
+    p.add_argument("--json", action="store_true", help="print that JSON object instead of the table")
+    p.add_argument("--no-ema", action="store_true", help="evaluate the raw generator of a run folder or checkpoint "
+                                                         "file instead of its EMA (not added to metrics.jsonl)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--inception-weights", metavar="PATH", help="local Inception weights for offline machines "
                                                                "(pt_inception-2015-12-05-6726825d.pth)")

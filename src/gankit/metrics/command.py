@@ -1,7 +1,8 @@
-"""`gankit eval`: metrics of a generator (or of files of samples) against a real set, as one JSON object.
+"""`gankit eval`: metrics of a generator (or of files of samples) against a real set.
 
-The output holds the asked metrics under the keys of docs/metrics.md, then `num_samples` (the most
-generated samples any metric used) and `samples` (per metric, the generated and real counts used).
+The result is one JSON object (--json prints it, --out writes it): the asked metrics under the keys
+of docs/metrics.md, then `num_samples` (the most generated samples any metric used) and `samples`
+(per metric, the generated and real counts used). Without --json the command prints it as a table.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from gankit.errors import GankitError
 from gankit.metrics.registry import EvalContext, Metric, group_function, parse_metric_names
-from gankit.metrics.sources import Samples
+from gankit.metrics.sources import NAMED_SOURCES_TEXT, Samples, load_dataset, parse_dataset_name
 
 
 def check_sample_minimum(metrics: list[Metric], num_samples: int | None, option: str = "--num-samples") -> None:
@@ -113,24 +114,98 @@ def _check_same_kind(fake: Samples, real: Samples) -> None:
         )
 
 
-def real_sets(metrics: list[Metric], spec: str | None, source, num_samples: int | None, seed: int) -> dict:
-    """Loads the real samples the metrics need, once per split, as many as the largest metric wants."""
+def real_sets(metrics: list[Metric], spec: str | None, source, num_samples: int | None, seed: int,
+              fake: Samples | None = None) -> dict:
+    """Loads the real samples the metrics need, once per split, as many as the largest metric wants.
+
+    spec is --real: files, a toy source, or a dataset name (fitted to the shape of fake, the generated
+    samples). Without it: the source's training data, else each metric's fixed reference (fd_fmnist:
+    the Fashion-MNIST test set); a metric with neither is refused here, before any work."""
+    from gankit.metrics.sources import load_real
+
     wanted = wanted_counts(metrics, num_samples)
+    training_data = source.training_data() if spec is None else None
     per_split: dict[str, int] = {}
+    references: dict[str, str] = {}  # split -> the fixed reference of the metrics that use it
     for metric in metrics:
         if metric.real == "none":
             continue
-        if metric.real == "optional" and spec is None and source.training_data() is None:
-            continue  # e.g. ms_ssim of a folder of images: the real set's own score is left out
+        if spec is None and training_data is None:
+            if metric.reference is not None:
+                references[metric.real_split] = metric.reference
+            elif metric.real == "optional":
+                continue  # e.g. ms_ssim of a folder of images: the real set's own score is left out
+            else:
+                raise GankitError(f"{metric.name} compares with real samples, and {source.describe()} has no "
+                                  f"training data: pass --real with the real images (a folder or .zip, or "
+                                  f"{NAMED_SOURCES_TEXT})")
         per_split[metric.real_split] = max(per_split.get(metric.real_split, 0), wanted[metric.name])
-    from gankit.metrics.sources import load_real
 
     if not per_split:
         return {}
+    named = parse_dataset_name(spec) if spec is not None else None
+    if named is not None:
+        name, given_split = named
+        if given_split is not None:  # one split serves every metric
+            real = load_dataset(name, given_split, fake, max(per_split.values()), seed)
+            return dict.fromkeys(per_split, real)
+        return {split: load_dataset(name, split, fake, n, seed) for split, n in per_split.items()}
     if spec is not None:  # one given set serves every split
         real = load_real(spec, None, max(per_split.values()), "train", seed)
         return dict.fromkeys(per_split, real)
-    return {split: load_real(None, source.training_data(), n, split, seed) for split, n in per_split.items()}
+    if references:
+        return {split: load_dataset(*parse_dataset_name(references[split]), fake, n, seed)
+                for split, n in per_split.items()}
+    return {split: load_real(None, training_data, n, split, seed) for split, n in per_split.items()}
+
+
+def format_value(value) -> str:
+    """A value as the table shows it: integers whole, floats to 5 significant digits, None as none."""
+    if value is None:
+        return "none"
+    if isinstance(value, int):
+        return str(value)
+    if abs(value) >= 1e5:  # where the g format would switch to an exponent
+        return f"{value:.0f}"
+    return f"{value:.5g}"
+
+
+def table_rows(result: dict, metrics: list[Metric]) -> list[tuple[str, str, str, str]]:
+    """(name, value, generated, real) for each value of the result; nested values get dotted names
+    (swd.16, is.mean), companions (class_kl, ms_ssim_real) the counts of their metric; real is '-'
+    for a metric that uses no real samples."""
+    metric_of = {key: metric.name for metric in metrics for key in metric.output_keys}
+    rows = []
+    for key, value in result.items():
+        if key in ("num_samples", "samples"):
+            continue
+        counts = result["samples"][metric_of.get(key, key)]
+        real = str(counts["real"]) if counts["real"] else "-"
+        leaves = value.items() if isinstance(value, dict) else [(None, value)]
+        for part, leaf in leaves:
+            rows.append((key if part is None else f"{key}.{part}", format_value(leaf), str(counts["fake"]), real))
+    return rows
+
+
+def format_table(result: dict, metrics: list[Metric], generated_from: str, real_from: list[str]) -> str:
+    """The result as people read it: where the samples come from, then one aligned row per value."""
+    rows = [("metric", "value", "generated", "real"), *table_rows(result, metrics)]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = [f"generated: {generated_from}", f"real:      {'; '.join(real_from) or 'none'}", ""]
+    for name, value, fake, real in rows:
+        lines.append(f"{name:<{widths[0]}}  {value:>{widths[1]}}  {fake:>{widths[2]}}  {real:>{widths[3]}}")
+    return "\n".join(lines)
+
+
+def real_origins(metrics: list[Metric], reals: dict[str, Samples]) -> list[str]:
+    """Where each metric's real samples came from, one entry per set (naming its metrics when several)."""
+    users: dict[str, list[str]] = {}
+    for metric in metrics:
+        if metric.real != "none" and metric.real_split in reals:
+            users.setdefault(reals[metric.real_split].origin, []).append(metric.name)
+    if len(users) == 1:
+        return list(users)
+    return [f"{origin} ({', '.join(names)})" for origin, names in users.items()]
 
 
 def append_metrics_line(run_dir: Path, step: int, result: dict, origin: str) -> None:
@@ -139,7 +214,8 @@ def append_metrics_line(run_dir: Path, step: int, result: dict, origin: str) -> 
 
 
 def eval_command(args) -> int:
-    """Runs `gankit eval`; prints the JSON object, writes it to --out, appends it to a run's metrics.jsonl."""
+    """Runs `gankit eval`: prints the table (or the JSON object with --json), writes the JSON to --out, and
+    appends it to a run's metrics.jsonl."""
     from gankit.config import TOY_SOURCES
     from gankit.device import resolve_device
     from gankit.metrics.sources import open_fake
@@ -147,16 +223,17 @@ def eval_command(args) -> int:
     metrics = parse_metric_names(args.metrics)
     check_sample_minimum(metrics, args.num_samples)
     device = resolve_device(args.device)
-    source = open_fake(args.source, args.fake, device)
+    source = open_fake(args.source, args.fake, device, getattr(args, "no_ema", False))
     check_kinds(metrics, source.kind, source.describe())
 
     counts = wanted_counts(metrics, args.num_samples)
     fake = source.draw(max(counts.values()), args.seed)
     if fake.kind == "points" and fake.toy_source is None and args.real in TOY_SOURCES:
         fake.toy_source = args.real  # points from a .npy file: --real names the mixture they imitate
-    reals = real_sets(metrics, args.real, source, args.num_samples, args.seed)
+    reals = real_sets(metrics, args.real, source, args.num_samples, args.seed, fake)
     context = EvalContext(device=device, seed=args.seed, inception_weights=args.inception_weights,
-                          vgg16_weights=getattr(args, "vgg16_weights", None), verbose=sys.stderr.isatty())
+                          vgg16_weights=getattr(args, "vgg16_weights", None), verbose=sys.stderr.isatty(),
+                          progress=None)
     result = evaluate(metrics, fake, reals, context, args.num_samples)
 
     text = json.dumps(result, indent=2)
@@ -164,7 +241,8 @@ def eval_command(args) -> int:
         from gankit.files import atomic_write
 
         atomic_write(Path(args.out), lambda tmp: Path(tmp).write_text(text + "\n"))
-    if source.run_dir is not None:
+    # The run's metrics.jsonl tracks the generator it samples with (EMA): raw-G values would mix into its curves.
+    if source.run_dir is not None and not getattr(source, "no_ema", False):
         append_metrics_line(source.run_dir, source.step, result, "eval")
-    print(text)
+    print(text if args.json else format_table(result, metrics, fake.origin, real_origins(metrics, reals)))
     return 0

@@ -21,6 +21,7 @@ from torch import nn
 
 from gankit.errors import GankitError
 from gankit.metrics import stats
+from gankit.metrics.progress import progress_bar
 
 WEIGHTS_FILE = Path(__file__).parent / "weights" / "fmnist_classifier.safetensors"
 # SHA-256 of WEIGHTS_FILE, written by scripts/train_fmnist_classifier.py; a mismatch refuses the file.
@@ -122,15 +123,18 @@ def _shipped_classifier(device: str) -> FashionClassifier:
 
 @torch.no_grad()
 def fmnist_features(
-    images_u8: torch.Tensor, device: str | torch.device = "cpu", batch_size: int = 500
+    images_u8: torch.Tensor, device: str | torch.device = "cpu", batch_size: int = 500,
+    progress: bool | None = False, desc: str = "classifier features",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 images [N, C, H, W] -> (features float64 [N, 128], logits float32 [N, 10]) on the CPU."""
     model = _shipped_classifier(str(torch.device(device)))
     features, logits = [], []
-    for chunk in images_u8.split(batch_size):
-        chunk_features, chunk_logits = model(to_classifier_input(chunk).to(device))
-        features.append(chunk_features.cpu().double())
-        logits.append(chunk_logits.cpu().float())
+    with progress_bar(len(images_u8), desc, "img", progress) as bar:
+        for chunk in images_u8.split(batch_size):
+            chunk_features, chunk_logits = model(to_classifier_input(chunk).to(device))
+            features.append(chunk_features.cpu().double())
+            logits.append(chunk_logits.cpu().float())
+            bar.update(len(chunk))
     if not features:
         return torch.zeros(0, FEATURE_DIM, dtype=torch.float64), torch.zeros(0, NUM_CLASSES)
     return torch.cat(features), torch.cat(logits)
@@ -142,6 +146,7 @@ def fmnist_metrics(
     device: str | torch.device = "cpu",
     num_subsets: int = 100,
     subset_size: int = 1000,
+    progress: bool | None = False,
 ) -> dict[str, float]:
     """{"fd_fmnist", "kid_fmnist", "class_kl"} of uint8 image sets real [N, C, H, W] and fake [M, C, H, W].
 
@@ -155,8 +160,9 @@ def fmnist_metrics(
                 f"got {len(images)}; pass at least {MIN_SAMPLES} per side (10000 is the usual protocol, "
                 "gankit eval --num-samples 10000)"
             )
-    real_features, _ = fmnist_features(real, device)
-    fake_features, fake_logits = fmnist_features(fake, device)
+    real_features, _ = fmnist_features(real, device, progress=progress, desc="classifier features (real)")
+    fake_features, fake_logits = fmnist_features(fake, device, progress=progress,
+                                                 desc="classifier features (generated)")
     kid_mean, _ = stats.kernel_inception_distance(real_features, fake_features, num_subsets, subset_size)
     class_counts = torch.bincount(fake_logits.argmax(1), minlength=NUM_CLASSES)
     return {

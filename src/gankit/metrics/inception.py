@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from gankit.errors import GankitError
+from gankit.metrics.progress import progress_bar
 
 INCEPTION_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
                  "weights-inception-2015-12-05-6726825d.pth")
@@ -38,20 +39,37 @@ EXTRACTORS = {
 
 
 class UInt8Images(Dataset):
-    """uint8 images [N, C, H, W] served as torch-fidelity takes them: uint8 [3, H, W] per item."""
+    """uint8 images [N, C, H, W] served as torch-fidelity takes them: uint8 [3, H, W] per item.
 
-    def __init__(self, images: torch.Tensor):
+    torch-fidelity has no progress callback, so the bar (desc, progress) follows the items it reads:
+    it stands at the highest index served + 1 (a probe of item 0 before the batches counts once)."""
+
+    def __init__(self, images: torch.Tensor, desc: str = "features", progress: bool | None = False):
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
             raise GankitError(f"Inception metrics take uint8 images [N, 1 or 3, H, W], got {images.dtype} "
                               f"{tuple(images.shape)}")
         self.images = images
+        self.desc, self.progress = desc, progress
+        self.bar = None  # opened at the first item: cached features are never read, and show no bar
+        self.served = 0  # highest index served + 1
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, index: int) -> torch.Tensor:
+        if self.bar is None:
+            self.bar = progress_bar(len(self.images), self.desc, "img", self.progress)
+        if index + 1 > self.served:
+            self.bar.update(index + 1 - self.served)
+            self.served = index + 1
+            if self.served == len(self.images):
+                self.bar.close()  # done: the next input's bar takes its line
         image = self.images[index]
         return image.expand(3, -1, -1) if image.shape[0] == 1 else image
+
+    def close_bar(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _download(url: str, destination: Path, hash_prefix: str | None) -> None:
@@ -111,8 +129,10 @@ def inception_metrics(names, fake, real, context) -> dict:
     import torch_fidelity  # after the weights: an offline machine fails fast
 
     binary = bool(names & {"fid", "kid", "pr"})
+    network = "VGG16" if use_vgg else "Inception"
+    inputs = [UInt8Images(fake.data, f"{network} features (generated)", context.progress)]
     options = dict(
-        input1=UInt8Images(fake.data),
+        input1=inputs[0],
         isc="is" in names, fid="fid" in names, kid="kid" in names, prc="pr" in names,
         feature_extractor="vgg16" if use_vgg else "inception-v3-compat",
         feature_extractor_weights_path=weights,
@@ -120,17 +140,22 @@ def inception_metrics(names, fake, real, context) -> dict:
         batch_size=64,
         save_cpu_ram=True,  # no worker processes; precision/recall distances in blocks
         prc_batch_size=2000,  # a 2000 x N distance block at a time (N x N would be 10 GB at N=50k)
-        verbose=context.verbose,
+        verbose=False,  # gankit's bars (UInt8Images) show the work; torch-fidelity's would be a second set
     )
     if binary:
-        options["input2"] = UInt8Images(real.data)
+        inputs.append(UInt8Images(real.data, f"{network} features (real)", context.progress))
+        options["input2"] = inputs[1]
         if real.key is not None:  # fixed real set: torch-fidelity caches its features on disk
             from gankit.metrics.sources import content_digest
 
             options["input2_cache_name"] = f"gankit-{content_digest(real.data)}-{Path(weights).stem}"
     else:
         options["cache"] = False
-    values = torch_fidelity.calculate_metrics(**options)
+    try:
+        values = torch_fidelity.calculate_metrics(**options)
+    finally:
+        for images in inputs:
+            images.close_bar()
 
     out: dict = {}
     if "fid" in names:

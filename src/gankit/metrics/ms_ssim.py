@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from gankit.errors import GankitError
+from gankit.metrics.progress import progress_bar
 
 WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 FILTER_SIZE = 11
@@ -110,11 +111,17 @@ def _check_uint8(images, name: str) -> torch.Tensor:
     return tensor.cpu()
 
 
-def ms_ssim(a, b) -> torch.Tensor:
+def ms_ssim(a, b, progress: bool | None = False, desc: str = "MS-SSIM pairs") -> torch.Tensor:
     """MS-SSIM of each pair (a[i], b[i]) of uint8 images [N, C, H, W]: float64 tensor [N]."""
     a, b = _check_uint8(a, "the first batch"), _check_uint8(b, "the second batch")
     if a.shape != b.shape:
         raise GankitError(f"MS-SSIM compares images of one shape; got {tuple(a.shape)} and {tuple(b.shape)}")
+    with progress_bar(len(a), desc, "pair", progress) as bar:
+        return _ms_ssim_chunks(a, b, bar)
+
+
+def _ms_ssim_chunks(a: torch.Tensor, b: torch.Tensor, bar) -> torch.Tensor:
+    """ms_ssim's scores, a chunk of pairs at a time (bounded memory); bar advances by each chunk."""
     scores = []
     pairs_per_chunk = max(1, PIXELS_PER_CHUNK // a[0].numel()) if len(a) else 1
     for start in range(0, len(a), pairs_per_chunk):
@@ -132,10 +139,12 @@ def ms_ssim(a, b) -> torch.Tensor:
         for cs, weight in zip(css[:-1], WEIGHTS[:-1]):
             score = score * cs.clamp(min=0) ** weight
         scores.append(score * ssims[-1].clamp(min=0) ** WEIGHTS[-1])
+        bar.update(len(x))
     return torch.cat(scores) if scores else torch.zeros(0, dtype=torch.float64)
 
 
-def ms_ssim_pairs(images, num_pairs: int | None = 10000) -> float:
+def ms_ssim_pairs(images, num_pairs: int | None = 10000, progress: bool | None = False,
+                  desc: str = "MS-SSIM pairs") -> float:
     """Mean MS-SSIM over the pairs (images[2i], images[2i+1]) for i < num_pairs (None: all pairs)."""
     images = _check_uint8(images, "the image set")
     available = len(images) // 2
@@ -146,4 +155,4 @@ def ms_ssim_pairs(images, num_pairs: int | None = 10000) -> float:
             f"MS-SSIM over {num_pairs} pairs needs {2 * max(num_pairs, 1)} images, got {len(images)}; "
             "generate more samples or ask for fewer pairs"
         )
-    return float(ms_ssim(images[0 : 2 * num_pairs : 2], images[1 : 2 * num_pairs : 2]).mean())
+    return float(ms_ssim(images[0 : 2 * num_pairs : 2], images[1 : 2 * num_pairs : 2], progress, desc).mean())

@@ -32,6 +32,7 @@ class Metric:
     real_split: str = "train"  # split of the run's data used as the default real set
     keys: tuple[str, ...] = ()  # the JSON keys it writes, when more than its name
     equal_sizes: bool = False  # compares sets of equal size (the smaller side sets the count)
+    reference: str | None = None  # a fixed real set (a --real name) for samples that come with none
 
     @property
     def output_keys(self) -> tuple[str, ...]:
@@ -55,9 +56,10 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
     # 129: the classifier's 128-d features need N > 128 for a full-rank covariance.
     Metric("fd_fmnist", "images", 10000, 129, "required", "fmnist", (("fd_fmnist", LOWER), ("class_kl", LOWER)),
            "Frechet distance of the packaged Fashion-MNIST classifier's features, plus its class-histogram KL",
-           real_split="test", keys=("fd_fmnist", "class_kl")),
+           real_split="test", keys=("fd_fmnist", "class_kl"), reference="fashion-mnist:test"),
     Metric("kid_fmnist", "images", 10000, 129, "required", "fmnist", (("kid_fmnist", LOWER),),
-           "KID of the packaged Fashion-MNIST classifier's features", real_split="test"),
+           "KID of the packaged Fashion-MNIST classifier's features", real_split="test",
+           reference="fashion-mnist:test"),
     Metric("modes", "points", 2500, 1, "none", "modes", (("modes.covered", HIGHER), ("modes.high_quality", HIGHER)),
            "modes covered and high-quality fraction on the toy Gaussian mixtures (VEEGAN/PacGAN)"),
 ]}
@@ -109,6 +111,7 @@ class EvalContext:
     vgg16_weights: str | None = None  # local torchvision VGG16 weights file (offline machines)
     cache: dict = field(default_factory=dict)  # per-process results on fixed real sets (e.g. real MS-SSIM)
     verbose: bool = False
+    progress: bool | None = False  # progress bars: True, False, or None for "when stderr is a terminal"
 
 
 def lookup(result: dict, dotted: str):
@@ -128,30 +131,30 @@ def compute_swd(names, fake, real, context: EvalContext) -> dict:
 
     reference = real.data
     if real.key is not None:
-        # A fixed real set: its SWD reference (channel statistics) is built once per process and
-        # cached on disk under its content digest, so a changed dataset never reuses a stale file.
-        from gankit.data.idx import cache_dir
-        from gankit.metrics.sources import content_digest
-
+        # A fixed real set: its SWD reference (descriptors and channel statistics) is built once per
+        # process and reused by every later evaluation of the run. No file: the images are already
+        # decoded here, and a file cache under 1 GiB can only hold the images, not the 4.6 GiB of
+        # descriptors at the paper's scale, so a hit would redo the very work it was meant to save
+        # (docs/benchmarks.md, SWD memory; swd.real_descriptor_cache remains for callers whose real
+        # images are costly to produce).
         memo = ("swd", real.key, len(real.data), context.seed)
         if memo not in context.cache:
-            digest = content_digest(real.data)
-            path = cache_dir() / "swd" / f"{digest}-seed{context.seed}.safetensors"
-            context.cache[memo] = swd.real_descriptor_cache(real.data, path, key=digest, seed=context.seed)
+            context.cache[memo] = swd.SWDReference.build(real.data, seed=context.seed, progress=context.progress)
         reference = context.cache[memo]
-    return {"swd": swd.sliced_wasserstein(reference, fake.data, seed=context.seed)}
+    return {"swd": swd.sliced_wasserstein(reference, fake.data, seed=context.seed, progress=context.progress)}
 
 
 def compute_ms_ssim(names, fake, real, context: EvalContext) -> dict:
     from gankit.metrics.ms_ssim import ms_ssim_pairs
 
-    fake_score = float(ms_ssim_pairs(fake.data, num_pairs=len(fake.data) // 2))
+    fake_score = float(ms_ssim_pairs(fake.data, num_pairs=len(fake.data) // 2, progress=context.progress))
     out: dict[str, Any] = {"ms_ssim": fake_score}
     if real is not None:
         # The real set's own score is fixed: compute it once per process (periodic evaluation).
         key = ("ms_ssim_real", real.key, len(real.data))
         if real.key is None or key not in context.cache:
-            context.cache[key] = float(ms_ssim_pairs(real.data, num_pairs=len(real.data) // 2))
+            context.cache[key] = float(ms_ssim_pairs(real.data, num_pairs=len(real.data) // 2,
+                                                     progress=context.progress, desc="MS-SSIM pairs (real)"))
         out["ms_ssim_real"] = context.cache[key]
         out["ms_ssim_gap"] = abs(fake_score - out["ms_ssim_real"])
     return out
@@ -160,7 +163,7 @@ def compute_ms_ssim(names, fake, real, context: EvalContext) -> dict:
 def compute_fmnist(names, fake, real, context: EvalContext) -> dict:
     from gankit.metrics.fmnist import fmnist_metrics
 
-    values = fmnist_metrics(real.data, fake.data, context.device)
+    values = fmnist_metrics(real.data, fake.data, context.device, progress=context.progress)
     out: dict[str, Any] = {}
     if "fd_fmnist" in names:
         out["fd_fmnist"] = float(values["fd_fmnist"])

@@ -5,8 +5,10 @@ exactly as `gankit sample` saves them, so evaluating a folder written by `gankit
 and evaluating the generator itself give the same inputs. Toy samples are float points [N, 2].
 
 Fake sources: a run folder or an exported generator (its EMA weights), a folder or zip of images,
-a .npy file of points, or the name of a toy source. Real sources: the same files, a toy source, or
-by default the run's training data (its config.yaml, read with gankit.data.load_images).
+a .npy file of points, or the name of a toy source. Real sources: the same files, a toy source, a
+dataset by name (`fashion-mnist`, `mnist`, optionally `:train` or `:test`: its images fitted to the
+generated ones' size and channels), or by default the run's training data (its config.yaml, read with
+gankit.data.load_images).
 """
 
 from __future__ import annotations
@@ -21,11 +23,14 @@ import torch
 
 from gankit.config import TOY_SOURCES, DataConfig
 from gankit.errors import GankitError
+from gankit.metrics.progress import progress_bar
 
 # The batch size of gankit.sampling.generate: the same batches give bit-identical images.
 GENERATE_BATCH = 256
 GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
 IDX_SOURCES = ("fashion-mnist", "mnist")  # sources that have a test split
+SPLITS = ("train", "test")
+NAMED_SOURCES_TEXT = "a dataset name (fashion-mnist, mnist, optionally :train or :test)"
 
 
 @dataclass
@@ -63,28 +68,31 @@ def kind_of_file_source(spec: str) -> str:
 
 
 class GeneratorSource:
-    """Samples of a run's or an export's generator (the EMA weights, as `gankit sample`)."""
+    """Samples of the generator of a run, a checkpoint file or an export (the EMA weights, as `gankit sample`)."""
 
-    def __init__(self, path: str, device: torch.device):
-        from gankit.checkpoint import load_generator
+    def __init__(self, path: str, device: torch.device, no_ema: bool = False):
+        from gankit.checkpoint import run_folder_of
+        from gankit.sampling import load_for_sampling
 
         self.path = Path(path)
-        self.generator, meta = load_generator(path, device)
+        self.generator, meta = load_for_sampling(path, no_ema, device)
+        self.no_ema = no_ema
         self.device = device
         self.data_config: DataConfig = meta["data"]
         self.z_dim = meta["model"].z_dim
         self.step = meta["step"]
-        is_run = self.path.is_dir() and (self.path / "config.yaml").is_file()
-        self.run_dir: Path | None = self.path if is_run else None
+        self.run_dir: Path | None = run_folder_of(self.path)  # a checkpoint's run gets the metrics line too
         self.kind = "points" if self.data_config.is_toy else "images"
         self.toy_source = self.data_config.source if self.data_config.is_toy else None
 
     def describe(self) -> str:
-        return f"the generator of {self.path} (step {self.step})"
+        which = "raw (non-EMA) generator" if self.no_ema else "generator"
+        return f"the {which} of {self.path} (step {self.step})"
 
     def draw(self, num: int, seed: int) -> Samples:
-        return Samples(draw_from_generator(self.generator, self.z_dim, num, seed, self.device, self.kind),
-                       self.describe(), self.toy_source)
+        # A bar when stderr is a terminal: `gankit eval` draws up to 50,000 samples here.
+        return Samples(draw_from_generator(self.generator, self.z_dim, num, seed, self.device, self.kind,
+                                           progress=None), self.describe(), self.toy_source)
 
     def training_data(self) -> DataConfig:
         """The run's data section: its config.yaml when it is a run folder, else the export's copy."""
@@ -103,16 +111,19 @@ class GeneratorSource:
 
 
 @torch.no_grad()
-def draw_from_generator(generator, z_dim: int, num: int, seed: int, device, kind: str) -> torch.Tensor:
+def draw_from_generator(generator, z_dim: int, num: int, seed: int, device, kind: str,
+                        progress: bool | None = False) -> torch.Tensor:
     """Like gankit.sampling.generate (same latents, same batches), but images are quantized batch by
-    batch so that 50,000 images never exist as floats at once."""
+    batch so that 50,000 images never exist as floats at once. progress: see progress_bar's enabled."""
     from gankit.viz.grid import to_uint8
 
     z = torch.randn(num, z_dim, generator=torch.Generator().manual_seed(seed))
     chunks = []
-    for chunk in z.split(GENERATE_BATCH):
-        out = generator(chunk.to(device)).float().cpu()
-        chunks.append(out if kind == "points" else to_uint8(out))
+    with progress_bar(num, "generating", "pt" if kind == "points" else "img", progress) as bar:
+        for chunk in z.split(GENERATE_BATCH):
+            out = generator(chunk.to(device)).float().cpu()
+            chunks.append(out if kind == "points" else to_uint8(out))
+            bar.update(len(chunk))
     return torch.cat(chunks)
 
 
@@ -140,13 +151,15 @@ class FileSource:
         return load_samples(self.spec, num, seed, shuffle=False)
 
 
-def open_fake(source: str | None, fake: str | None, device: torch.device):
+def open_fake(source: str | None, fake: str | None, device: torch.device, no_ema: bool = False):
     if source and fake:
         raise GankitError("give either RUN|FILE or --fake SOURCE, not both")
     if not source and not fake:
         raise GankitError("nothing to evaluate: give a run folder or an exported generator, or --fake with a "
                           "folder or zip of generated images")
-    return GeneratorSource(source, device) if source else FileSource(fake)
+    if no_ema and not source:
+        raise GankitError("--no-ema applies to a run folder or a checkpoint file, not to --fake files")
+    return GeneratorSource(source, device, no_ema) if source else FileSource(fake)
 
 
 def load_samples(spec: str, num: int, seed: int, shuffle: bool) -> Samples:
@@ -180,12 +193,11 @@ def load_real(spec: str | None, training_data: DataConfig | None, num: int, spli
     (a random subset, seeded; `split` test where the source has one, for metrics that ask for it)."""
     if spec is not None:
         if spec not in TOY_SOURCES and not Path(spec).exists():
-            raise GankitError(f"--real {spec}: no such file or folder (expected a folder or .zip of images, a "
-                              f".npy file of points, or one of {', '.join(TOY_SOURCES)})")
+            raise GankitError(unknown_real_message(spec))
         return load_samples(spec, num, seed, shuffle=True)
     if training_data is None:
         raise GankitError("the generated samples come from files, with no training data to compare with: pass "
-                          "--real with the real images (a folder or .zip)")
+                          f"--real with the real images (a folder or .zip, or {NAMED_SOURCES_TEXT})")
     if training_data.is_toy:
         return load_samples(training_data.source, num, seed, shuffle=True)
     from gankit.data import load_images
@@ -198,6 +210,51 @@ def load_real(spec: str | None, training_data: DataConfig | None, num: int, spli
         f" ({training_data.path})" if training_data.path else "")
     key = f"{training_data.model_dump_json()}:{used_split}:{num}:{seed}"
     return Samples(images, origin, key=key)
+
+
+def unknown_real_message(spec: str) -> str:
+    """The message for a --real that is neither a file nor a name, with the closest name if any."""
+    import difflib
+
+    names = [*IDX_SOURCES, *TOY_SOURCES]
+    close = difflib.get_close_matches(spec.partition(":")[0], names, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return (f"--real {spec}: no such file or folder{hint}; expected a folder or .zip of images, a .npy file of "
+            f"points, one of {', '.join(TOY_SOURCES)}, or {NAMED_SOURCES_TEXT}")
+
+
+def parse_dataset_name(spec: str) -> tuple[str, str | None] | None:
+    """(dataset, split or None) when spec names a dataset ('fashion-mnist', 'mnist:test'), else None.
+
+    A name wins over a file of the same name, as toy names do (write ./mnist for such a folder)."""
+    name, colon, split = spec.partition(":")
+    if name not in IDX_SOURCES:
+        return None
+    if colon and split not in SPLITS:
+        raise GankitError(f"--real {spec}: {name} has no split {split!r}; use {name}:train or {name}:test "
+                          f"(or {name} alone: each metric's usual split)")
+    return name, split or None
+
+
+def load_dataset(name: str, split: str, like: Samples, num: int, seed: int) -> Samples:
+    """Up to num images of a split of a named dataset (a random subset, seeded), fitted like training
+    data to the size and channels of the generated samples `like`: the same images a run trained on
+    that dataset at that size compares with."""
+    from gankit.data.idx import load_idx_images
+    from gankit.data.transforms import fit_digits
+
+    if like.kind != "images":
+        raise GankitError(f"--real {name} holds images, but {like.origin} gives {like.shape_text()}")
+    channels, height, width = like.data.shape[1:]
+    if height != width or channels not in (1, 3):
+        raise GankitError(f"{name}'s 28x28 images can be fitted to square 1- or 3-channel images, but "
+                          f"{like.origin} gives {like.shape_text()}: pass --real with images of that shape")
+    images, _ = load_idx_images(name, None, split)
+    if len(images) > num:
+        # The subset load_real takes from a run's training data, so both give the same real set.
+        images = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:num]]
+    return Samples(fit_digits(images, height, channels), f"the {split} images of {name}",
+                   key=f"{name}:{split}:{channels}x{height}:{num}:{seed}")
 
 
 # ---- image files at their stored size ----------------------------------------------------------
@@ -240,11 +297,14 @@ def _decode_set(names: list[str], opener, spec: str, num: int, seed: int | None)
         picked = torch.randperm(len(names), generator=torch.Generator().manual_seed(seed))[:num]
         names = [names[i] for i in picked.tolist()]
     names = names[:num]
-    first = _decode_one(opener(names[0]), names[0], None)
-    out = np.empty((len(names), *first.shape), dtype=np.uint8)
-    out[0] = first
-    for i, name in enumerate(names[1:], start=1):
-        out[i] = _decode_one(opener(name), name, (first.shape, names[0]))
+    with progress_bar(len(names), f"reading {Path(spec).name}", "img") as bar:  # shown when stderr is a terminal
+        first = _decode_one(opener(names[0]), names[0], None)
+        out = np.empty((len(names), *first.shape), dtype=np.uint8)
+        out[0] = first
+        bar.update(1)
+        for i, name in enumerate(names[1:], start=1):
+            out[i] = _decode_one(opener(name), name, (first.shape, names[0]))
+            bar.update(1)
     return torch.from_numpy(out)
 
 

@@ -32,16 +32,19 @@ Choices where the paper's code leaves freedom or does not run (the NumPy oracle 
 Memory: the descriptors take 16k x 128 x 147 float32 = 1.2 GB per level and set at 16k images; the
 paper's code holds all of them at once (10 to 15 GB with the sorts). Here one pass over the images
 computes every level's descriptors and channel statistics; small sets keep the descriptors in memory,
-large ones write them to a safetensors file (the real set's file is its cache). The distance then
-takes the directions in slices that fit `working_memory` and streams the descriptors through each
-slice: projections of both sets for the slice, sorted in place. Peak memory is the working memory
-plus small chunks, whatever the number of images.
+large ones write them to a temporary safetensors file. The distance then takes the directions in
+slices that fit `working_memory` and streams the descriptors through each slice: projections of both
+sets for the slice, sorted in place. Peak memory is the working memory plus small chunks, whatever
+the number of images. The real set's cache file (`real_descriptor_cache`) holds its uint8 images, a
+sixth of the descriptors' bytes, from which a cache hit recomputes the descriptors exactly.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+import math
 import os
 import tempfile
 import weakref
@@ -54,13 +57,17 @@ import numpy as np
 import torch
 
 from gankit.errors import GankitError
+from gankit.files import StorageError, atomic_write, describe_os_error
+from gankit.metrics.progress import progress_bar
 
 NEIGHBOURHOOD = 7  # descriptor side in pixels
 RADIUS = NEIGHBOURHOOD // 2
 SCALE = 1e3  # the paper reports SWD x 10^3
 DEFAULT_WORKING_MEMORY = 384 * 2**20  # bytes for projections (and in-memory descriptors) of both sets
-FILE_FORMAT = "gankit-swd-descriptors-v1"
+DESCRIPTOR_FORMAT = "gankit-swd-descriptors-v1"  # temporary descriptor files (and the old cache files)
 CHUNK_BYTES = 8 << 20  # descriptor rows read or written at a time
+CACHE_FORMAT = "gankit-swd-real-images-v2"  # the real set's cache file: its uint8 images
+CACHE_CHUNK_BYTES = 64 << 20  # image bytes hashed or written at a time
 
 
 @dataclass(frozen=True)
@@ -298,7 +305,8 @@ class DescriptorSet:
                 yield block
 
     @classmethod
-    def compute(cls, source, draws, protocol, resolutions, *, path=None, metadata=None) -> DescriptorSet:
+    def compute(cls, source, draws, protocol, resolutions, *, path=None, progress_desc="SWD descriptors",
+                progress=None) -> DescriptorSet:
         """One pass over the images; descriptors go to memory (path None) or to the file `path`."""
         count, channels = source.shape[:2]
         num_levels, per_image = len(resolutions), protocol.descriptors_per_image
@@ -314,8 +322,7 @@ class DescriptorSet:
         else:
             tensors = None
             layout = _file_layout(resolutions, num_descriptors, descriptor_size, channels)
-            image_shape = json.dumps(list(source.shape))
-            file_metadata = {**(metadata or {}), "format": FILE_FORMAT, "image_shape": image_shape}
+            file_metadata = {"format": DESCRIPTOR_FORMAT, "image_shape": json.dumps(list(source.shape))}
             header = dict(layout.tensors, __metadata__=file_metadata)
             data_start = _start_safetensors_file(path, header, layout.total_bytes)
             fd = os.open(path, os.O_WRONLY)
@@ -326,16 +333,18 @@ class DescriptorSet:
 
         try:
             step = _images_per_chunk(source.shape, protocol)
-            for start in range(0, count, step):
-                images = source.read(start, min(count, start + step))
-                first, last = start * per_image, (start + len(images)) * per_image
-                for level, level_images in enumerate(laplacian_pyramid(images, num_levels)):
-                    y, x = (coordinate[first:last] for coordinate in draws.positions[level])
-                    block = _gather(level_images, y, x, per_image)
-                    values = block.view(len(block), channels, -1)
-                    sums[level] += values.sum(dim=(0, 2), dtype=torch.float64).numpy()
-                    squares[level] += values.double().square_().sum(dim=(0, 2)).numpy()
-                    store(level, first, block)
+            with progress_bar(count, progress_desc, "img", progress) as bar:
+                for start in range(0, count, step):
+                    images = source.read(start, min(count, start + step))
+                    first, last = start * per_image, (start + len(images)) * per_image
+                    for level, level_images in enumerate(laplacian_pyramid(images, num_levels)):
+                        y, x = (coordinate[first:last] for coordinate in draws.positions[level])
+                        block = _gather(level_images, y, x, per_image)
+                        values = block.view(len(block), channels, -1)
+                        sums[level] += values.sum(dim=(0, 2), dtype=torch.float64).numpy()
+                        squares[level] += values.double().square_().sum(dim=(0, 2)).numpy()
+                        store(level, first, block)
+                    bar.update(len(images))
             values_per_channel = num_descriptors * NEIGHBOURHOOD**2
             means = sums / values_per_channel
             stds = np.sqrt(np.maximum(squares / values_per_channel - means**2, 0.0))
@@ -359,7 +368,7 @@ class DescriptorSet:
         try:
             header, data_start = _read_safetensors_header(path)
             metadata = header["__metadata__"]
-            if metadata.get("format") != FILE_FORMAT:
+            if metadata.get("format") != DESCRIPTOR_FORMAT:
                 raise ValueError("not an SWD descriptor file")
             image_shape = tuple(json.loads(metadata["image_shape"]))
             names = [name for name in header if name.startswith("descriptors_")]
@@ -383,12 +392,6 @@ class DescriptorSet:
                 f"{path} is not a complete gankit SWD descriptor file ({error}); delete it to rebuild it"
             ) from error
         return cls(image_shape, resolutions, stats, path=path, offsets=offsets)
-
-    def metadata(self) -> dict[str, str]:
-        """The file's metadata (empty for an in-memory set)."""
-        if self.path is None:
-            return {}
-        return _read_safetensors_header(Path(self.path))[0]["__metadata__"]
 
 
 @dataclass(frozen=True)
@@ -444,11 +447,13 @@ def _read_exactly(f, block: torch.Tensor, path) -> None:
     while view:
         got = f.readinto(view)
         if not got:
-            raise GankitError(f"SWD descriptor file {path} is truncated; delete it to rebuild it")
+            raise GankitError(f"SWD file {path} is truncated; delete it to rebuild it")
         view = view[got:]
 
 
 class _TensorImages:
+    """Images held in memory, handed out chunk by chunk."""
+
     def __init__(self, images: torch.Tensor):
         self.images, self.shape = images, tuple(images.shape)
 
@@ -456,32 +461,42 @@ class _TensorImages:
         return self.images[start:stop]
 
 
-def _describe(images, protocol, draws, resolutions, working_memory, scratch_dir, *, path=None, metadata=None):
-    """Descriptors of `images`: into `path` if given, in memory if they fit half the working memory,
-    else into a temporary file in scratch_dir that is deleted with the returned object."""
-    source = _TensorImages(images)
-    descriptor_bytes = images.shape[1] * NEIGHBOURHOOD**2 * 4
-    total = len(images) * protocol.descriptors_per_image * descriptor_bytes * len(resolutions)
-    if path is None and total <= working_memory // 2:
-        return DescriptorSet.compute(source, draws, protocol, resolutions)
-    temporary = path is None
-    if temporary:
+def _describe(source, protocol, draws, resolutions, working_memory, scratch_dir, *, progress_desc, progress):
+    """Descriptors of the images of `source`: in memory if they fit half the working memory, else in
+    a temporary file in scratch_dir that is deleted with the returned object."""
+    descriptor_bytes = source.shape[1] * NEIGHBOURHOOD**2 * 4
+    total = source.shape[0] * protocol.descriptors_per_image * descriptor_bytes * len(resolutions)
+    options = {"progress_desc": progress_desc, "progress": progress}
+    if total <= working_memory // 2:
+        return DescriptorSet.compute(source, draws, protocol, resolutions, **options)
+    path = None
+    try:
         fd, path = tempfile.mkstemp(prefix="gankit-swd-", suffix=".safetensors", dir=scratch_dir)
         os.close(fd)
-    try:
-        descriptors = DescriptorSet.compute(
-            source, draws, protocol, resolutions, path=path, metadata=metadata
-        )
-    except BaseException:
-        Path(path).unlink(missing_ok=True)
+        descriptors = DescriptorSet.compute(source, draws, protocol, resolutions, path=path, **options)
+    except BaseException as error:
+        if path is not None:
+            Path(path).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            needed = f"{total / 2**30:.1f} GiB" if total >= 2**30 else f"{total / 2**20:.0f} MiB"
+            raise StorageError(
+                f"{describe_os_error(error, path or scratch_dir or tempfile.gettempdir())}; SWD's descriptor "
+                f"file for these images needs {needed} there (another folder: scratch_dir)"
+            ) from None
         raise
-    if temporary:
-        weakref.finalize(descriptors, os.unlink, path)
+    # missing_ok: the caller may have removed scratch_dir (a TemporaryDirectory) before the set is freed.
+    weakref.finalize(descriptors, Path(path).unlink, missing_ok=True)
     return descriptors
 
 
 # ---------------------------------------------------------------------------------------------------
 # The real side, reusable across evaluations and cacheable in a file.
+#
+# The cache file holds the real images as uint8, not their descriptors: 128 windows of 49 pixels at
+# each of 4 levels, as float32, take 6x the images' bytes (4.6 GiB against 0.75 GiB for the paper's
+# 16,384 RGB images of 128 px), and the descriptors are a deterministic function of the images and the
+# seed. A cache hit recomputes them in one pass over the file (the pyramids and gathering: about a tenth
+# of an evaluation's CPU time at that scale), bit-identical to the first time, without the real source.
 
 
 class SWDReference:
@@ -491,12 +506,12 @@ class SWDReference:
     that outlives the process) and pass it as `real` to `sliced_wasserstein` for every evaluation.
     """
 
-    def __init__(self, protocol: SWDProtocol, descriptors: DescriptorSet):
+    def __init__(self, protocol: SWDProtocol, descriptors: DescriptorSet, draws: SWDDraws | None = None):
         self.protocol = protocol
         self.descriptors = descriptors
         self.image_shape = descriptors.image_shape
         self.resolutions = descriptors.resolutions
-        self._draws: SWDDraws | None = None
+        self._draws = draws
 
     @property
     def draws(self) -> SWDDraws:
@@ -511,67 +526,174 @@ class SWDReference:
         cls,
         real,
         *,
-        path=None,
-        key: str = "",
         working_memory: int = DEFAULT_WORKING_MEMORY,
         scratch_dir=None,
+        progress: bool | None = None,
         **protocol_options,
     ) -> SWDReference:
-        """Reference for uint8 real images [N, C, H, W]; with `path`, its descriptors go to that file."""
+        """Reference for uint8 real images [N, C, H, W] (descriptors in memory or a temporary file)."""
         images = as_uint8_images(real, "real")
         protocol = SWDProtocol(**protocol_options)
         resolutions = check_swd_shape(tuple(images.shape), protocol.min_resolution, "real")
         draws = draw_randomness(protocol, images.shape[0], resolutions, images.shape[1])
-        metadata = {"key": key, **{name: str(value) for name, value in asdict(protocol).items()}}
         descriptors = _describe(
-            images, protocol, draws, resolutions, working_memory, scratch_dir, path=path, metadata=metadata
+            _TensorImages(images), protocol, draws, resolutions, working_memory, scratch_dir,
+            progress_desc="SWD descriptors, real", progress=progress,
         )
-        reference = cls(protocol, descriptors)
-        reference._draws = draws
-        return reference
+        return cls(protocol, descriptors, draws)
 
     @classmethod
-    def load(cls, path, key: str | None = None) -> SWDReference:
-        """The reference stored in `path` by build(path=...); GankitError if foreign or for another key."""
-        descriptors = DescriptorSet.open(path)
-        metadata = descriptors.metadata()
+    def load(
+        cls,
+        path,
+        key: str | None = None,
+        *,
+        protocol: SWDProtocol | None = None,
+        working_memory: int = DEFAULT_WORKING_MEMORY,
+        scratch_dir=None,
+        progress: bool | None = None,
+    ) -> SWDReference:
+        """The reference from a file written by `real_descriptor_cache` (one pass over its images);
+        GankitError if the file is foreign, damaged, or for another key or protocol."""
+        path = Path(path)
+        metadata, data_start, image_shape = _read_image_cache_header(path)
         if key is not None and metadata.get("key") != key:
             raise GankitError(f"SWD cache {path} was built for {metadata.get('key')!r}, not {key!r}")
-        protocol = SWDProtocol(**{name: int(metadata[name]) for name in SWDProtocol.__dataclass_fields__})
-        return cls(protocol, descriptors)
+        try:
+            stored = SWDProtocol(**{name: int(metadata[name]) for name in SWDProtocol.__dataclass_fields__})
+        except (KeyError, ValueError) as error:
+            raise GankitError(f"SWD cache {path} does not name its protocol ({error}); delete it") from error
+        if protocol is not None and stored != protocol:
+            raise GankitError(f"SWD cache {path} was built with {stored}, not {protocol}")
+        resolutions = check_swd_shape(image_shape, stored.min_resolution, "cached real")
+        draws = draw_randomness(stored, image_shape[0], resolutions, image_shape[1])
+        with _CachedImages(path, data_start, image_shape) as source:
+            descriptors = _describe(
+                source, stored, draws, resolutions, working_memory, scratch_dir,
+                progress_desc="SWD descriptors, real (cached)", progress=progress,
+            )
+        if source.hexdigest() != metadata.get("images_blake2b"):
+            raise GankitError(f"SWD cache {path} is damaged (its images fail their checksum); delete it")
+        return cls(stored, descriptors, draws)
+
+
+def _image_chunks(images: torch.Tensor) -> Iterator[memoryview]:
+    """The bytes of uint8 images [N, ...] in order, a few whole images at a time."""
+    per_image = max(1, images[0].numel())
+    for chunk in images.split(max(1, CACHE_CHUNK_BYTES // per_image)):
+        yield memoryview(chunk.contiguous().numpy()).cast("B")
+
+
+def _images_digest(images: torch.Tensor) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    for chunk in _image_chunks(images):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _write_image_cache(path, images: torch.Tensor, metadata: dict[str, str]) -> None:
+    """A safetensors file with one uint8 tensor, `images` [N, C, H, W], and `metadata` in its header."""
+    entry = {"dtype": "U8", "shape": list(images.shape), "data_offsets": [0, images.numel()]}
+    data_start = _start_safetensors_file(path, {"images": entry, "__metadata__": metadata}, images.numel())
+    with open(path, "r+b") as f:
+        f.seek(data_start)
+        f.writelines(_image_chunks(images))
+
+
+def _read_image_cache_header(path: Path) -> tuple[dict, int, tuple[int, ...]]:
+    """(metadata, data start, image shape) of a cache file; GankitError if it is not a complete one."""
+    try:
+        header, data_start = _read_safetensors_header(path)
+        metadata = header["__metadata__"]
+        if metadata.get("format") != CACHE_FORMAT:
+            raise ValueError(f"format {metadata.get('format')!r}, not {CACHE_FORMAT!r}")
+        entry = header["images"]
+        image_shape = tuple(int(side) for side in entry["shape"])
+        if entry["dtype"] != "U8" or len(image_shape) != 4 or entry["data_offsets"] != [0, math.prod(image_shape)]:
+            raise ValueError("no uint8 [N, C, H, W] images")
+        if os.path.getsize(path) != data_start + math.prod(image_shape):
+            raise ValueError("truncated file")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise GankitError(f"{path} is not a complete gankit SWD cache ({error}); delete it to rebuild it") from error
+    return metadata, data_start, image_shape
+
+
+class _CachedImages:
+    """The images of a cache file, read in order chunk by chunk and hashed on the way."""
+
+    def __init__(self, path: Path, data_start: int, image_shape: tuple[int, ...]):
+        self.path, self.shape = path, image_shape
+        try:
+            self._file = open(path, "rb", buffering=0)
+            self._file.seek(data_start)
+        except OSError as error:
+            raise GankitError(f"could not read SWD cache {path} ({error}); delete it to rebuild it") from error
+        self._digest = hashlib.blake2b(digest_size=16)
+        self._next = 0
+
+    def __enter__(self) -> _CachedImages:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._file.close()
+
+    def read(self, start: int, stop: int) -> torch.Tensor:
+        if start != self._next:
+            raise ValueError(f"cached images are read in order: asked for {start}, next is {self._next}")
+        block = torch.empty((stop - start, *self.shape[1:]), dtype=torch.uint8)
+        try:
+            _read_exactly(self._file, block, self.path)
+        except OSError as error:  # a read error, not the scratch file's write error _describe reports
+            raise GankitError(f"could not read SWD cache {self.path} ({error}); delete it to rebuild it") from error
+        self._digest.update(memoryview(block.numpy()).cast("B"))
+        self._next = stop
+        return block
+
+    def hexdigest(self) -> str:
+        """The digest of the images read, or "" if some were not."""
+        return self._digest.hexdigest() if self._next == self.shape[0] else ""
 
 
 def real_descriptor_cache(
-    real: torch.Tensor | Callable[[], torch.Tensor], cache_path, *, key: str = "", **options
+    real: torch.Tensor | Callable[[], torch.Tensor],
+    cache_path,
+    *,
+    key: str = "",
+    working_memory: int = DEFAULT_WORKING_MEMORY,
+    scratch_dir=None,
+    progress: bool | None = None,
+    **protocol_options,
 ) -> SWDReference:
-    """The SWD reference cached in cache_path if built for this key and protocol, else built into it.
+    """The SWD reference from cache_path if it was built for this key and protocol, else built and
+    cached there.
 
     `real` may be a zero-argument function returning the uint8 images, so that a cache hit never
     loads the data. `key` names the real data (dataset identity, resolution, count); the caller
-    chooses it, and the seed and protocol are checked as well. The file holds float32 descriptors:
-    n x 128 x 49 x C x 4 bytes per level (1.2 GB per level for 16k RGB images).
+    chooses it, and the seed and protocol are checked as well. The file holds the real images as
+    uint8 (N x C x H x W bytes: 0.75 GiB for 16k RGB images of 128 px) and their checksum; a hit
+    recomputes the descriptors from them, identical to the first time.
     """
     cache_path = Path(cache_path)
-    build_options = {name: options.pop(name) for name in ("working_memory", "scratch_dir") if name in options}
-    protocol = SWDProtocol(**options)
+    protocol = SWDProtocol(**protocol_options)
+    describe_options = {"working_memory": working_memory, "scratch_dir": scratch_dir, "progress": progress}
     if cache_path.is_file():
         try:
-            cached = SWDReference.load(cache_path, key=key)
-            if cached.protocol == protocol:
-                return cached
+            return SWDReference.load(cache_path, key=key, protocol=protocol, **describe_options)
+        except StorageError:
+            raise  # no room for the descriptor file: rebuilding would fail the same way
         except GankitError:
-            pass  # stale, foreign or truncated: rebuilt below
-    images = real() if callable(real) else real
-    cache_path.parent.mkdir(parents=True, exist_ok=True)
+            pass  # another key or protocol, the older descriptor layout, truncated or damaged: rebuilt
+    images = as_uint8_images(real() if callable(real) else real, "real")
+    check_swd_shape(tuple(images.shape), protocol.min_resolution, "real")  # before anything is written
+    metadata = {
+        "format": CACHE_FORMAT,
+        "key": key,
+        "images_blake2b": _images_digest(images),
+        **{name: str(value) for name, value in asdict(protocol).items()},
+    }
     # Written beside the target and renamed, so a crash never leaves a half file under cache_path.
-    # No fsync: a lost cache is rebuilt, and syncing gigabytes would stall the evaluation.
-    partial = cache_path.with_name(f".{cache_path.name}.{os.getpid()}.partial")
-    try:
-        SWDReference.build(images, path=partial, key=key, **build_options, **asdict(protocol))
-        os.replace(partial, cache_path)
-    finally:
-        partial.unlink(missing_ok=True)
-    return SWDReference.load(cache_path, key=key)
+    atomic_write(cache_path, lambda temporary: _write_image_cache(temporary, images, metadata))
+    return SWDReference.build(images, **describe_options, **asdict(protocol))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -605,9 +727,10 @@ def _sorted_projections(descriptors: DescriptorSet, level: int, directions: torc
 
 
 def _level_distance(
-    real: DescriptorSet, fake: DescriptorSet, directions: np.ndarray, level: int, protocol, budget: int
+    real: DescriptorSet, fake: DescriptorSet, directions: np.ndarray, level: int, protocol, budget: int, bar
 ) -> float:
-    """SWD x 1e3 at one level, with the directions in slices whose projections fit `budget` bytes."""
+    """SWD x 1e3 at one level, with the directions in slices whose projections fit `budget` bytes;
+    `bar` (a progress bar) advances by each slice's directions."""
     num_descriptors = real.num_descriptors
     all_directions = torch.from_numpy(directions)
     total_directions = all_directions.shape[1]
@@ -623,6 +746,7 @@ def _level_distance(
         row_sums = real_sorted.numpy().sum(axis=1, dtype=np.float64)
         absolute_sums[first : first + per_slice] = torch.from_numpy(row_sums)
         del real_sorted
+        bar.update(slice_directions.shape[1])
     per_repeat = absolute_sums.view(protocol.repeats, protocol.directions).sum(dim=1)
     return float((per_repeat / (num_descriptors * protocol.directions)).mean()) * SCALE
 
@@ -638,13 +762,15 @@ def sliced_wasserstein(
     min_resolution: int = 16,
     working_memory: int = DEFAULT_WORKING_MEMORY,
     scratch_dir=None,
+    progress: bool | None = None,
 ) -> dict[str, float]:
     """SWD x 1e3 per pyramid level ("64", "32", "16", ...) and "avg", between uint8 image sets.
 
     `real` is a uint8 tensor [N, C, H, W] or an `SWDReference` (whose protocol must then match the
     keyword options); `fake` is a uint8 tensor of the same shape. `working_memory` bounds the bytes
     of projections and in-memory descriptors; larger sets put their descriptors in a temporary file
-    in `scratch_dir` (default: the system's temporary directory).
+    in `scratch_dir` (default: the system's temporary directory). `progress`: progress bars on
+    stderr for the descriptors and the projections and sorts (None: when stderr is a terminal).
     """
     protocol = SWDProtocol(seed, descriptors_per_image, directions, repeats, min_resolution)
     if isinstance(real, SWDReference):
@@ -653,7 +779,7 @@ def sliced_wasserstein(
         reference = real
     else:
         reference = SWDReference.build(
-            real, working_memory=working_memory, scratch_dir=scratch_dir, **asdict(protocol)
+            real, working_memory=working_memory, scratch_dir=scratch_dir, progress=progress, **asdict(protocol)
         )
     fake_images = as_uint8_images(fake, "generated")
     if tuple(fake_images.shape[1:]) != reference.image_shape[1:]:
@@ -668,7 +794,8 @@ def sliced_wasserstein(
         )
     draws = reference.draws  # the same positions for both sets (see the module docstring)
     fake_descriptors = _describe(
-        fake_images, protocol, draws, reference.resolutions, working_memory, scratch_dir
+        _TensorImages(fake_images), protocol, draws, reference.resolutions, working_memory, scratch_dir,
+        progress_desc="SWD descriptors, generated", progress=progress,
     )
     held = sum(
         d.num_descriptors * d.descriptor_size * 4 * len(d.resolutions)
@@ -676,11 +803,13 @@ def sliced_wasserstein(
         if d.tensors is not None
     )
     budget = max(working_memory - held, working_memory // 4)
-    distances = {
-        str(resolution): _level_distance(
-            reference.descriptors, fake_descriptors, draws.directions[level], level, protocol, budget
-        )
-        for level, resolution in enumerate(reference.resolutions)
-    }
+    total_directions = len(reference.resolutions) * protocol.repeats * protocol.directions
+    distances = {}
+    with progress_bar(total_directions, "SWD projections and sorts", "dir", progress) as bar:
+        for level, resolution in enumerate(reference.resolutions):
+            bar.set_postfix_str(f"{resolution} px", refresh=False)
+            distances[str(resolution)] = _level_distance(
+                reference.descriptors, fake_descriptors, draws.directions[level], level, protocol, budget, bar
+            )
     distances["avg"] = float(np.mean(list(distances.values())))
     return distances
