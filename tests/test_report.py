@@ -5,11 +5,13 @@ from __future__ import annotations
 import base64
 import html
 import io
+import itertools
 import json
 import os
 import re
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -21,7 +23,7 @@ from gankit.cli import main
 from gankit.config import load, to_yaml
 from gankit.models import build_generator
 from gankit.viz.grid import save_grid
-from gankit.viz.plots import Series, nice_ticks
+from gankit.viz.plots import PALETTE, Chart, Series, chart_figure, inline_svg, save_png
 from gankit.viz.report import (INTERPOLATION_FILE, INTERPOLATION_K, metric_charts, metric_direction, pick_frames,
                                read_jsonl, write_report)
 
@@ -84,10 +86,26 @@ def data_images(page: str) -> list[Image.Image]:
     return [Image.open(io.BytesIO(base64.b64decode(u.split(",", 1)[1]))) for u in uris]
 
 
-def polylines(page: str, chart: str) -> dict[str, list[tuple[float, float]]]:
-    svg = re.search(rf'<svg class="chart" data-chart="{chart}".*?</svg>', page).group(0)
-    found = re.findall(r'<polyline class="series" data-label="([^"]+)"[^>]*points="([^"]*)"', svg)
-    return {label: [tuple(map(float, p.split(","))) for p in points.split()] for label, points in found}
+def chart_svg(page: str, chart: str) -> str:
+    return re.search(rf'<svg class="chart" data-chart="{re.escape(chart)}".*?</svg>', page, re.DOTALL).group(0)
+
+
+def series_points(page: str, chart: str) -> dict[str, list[tuple[float, float]]]:
+    """Each series' label and the vertices of its line, in SVG coordinates (y grows downwards)."""
+    found = re.findall(r'<g id="[^"]+" class="series" data-label="([^"]+)"><path d="([^"]*)"', chart_svg(page, chart))
+    return {html.unescape(label): [(float(x), float(y)) for x, y in re.findall(r"[ML] (\S+) (\S+)", d)]
+            for label, d in found}
+
+
+def best_rings(page: str, chart: str) -> dict[str, tuple[float, float]]:
+    """Each ringed best point's label and its position, in the same coordinates as series_points."""
+    svg = chart_svg(page, chart)
+    found = re.findall(r'<g id="[^"]+" class="best" data-label="([^"]+)">.*?<use [^>]*x="([^"]+)" y="([^"]+)"', svg)
+    return {label: (float(x), float(y)) for label, x, y in found}
+
+
+def svg_texts(svg: str) -> list[str]:
+    return [html.unescape(t) for t in re.findall(r"<text[^>]*>([^<]*)</text>", svg)]
 
 
 # ---- reading the run -----------------------------------------------------------------------------
@@ -143,18 +161,100 @@ def test_sample_counts_and_origin_are_not_charted_as_metrics():
     assert sorted(labels) == ["class_kl", "fd_fmnist"]
 
 
+def x_tick_labels(svg: str) -> list[str]:
+    return re.findall(r'id="[^"]*-xtick_\d+">.*?<text[^>]*>([^<]+)</text>', svg)
+
+
 def test_a_chart_of_one_step_labels_whole_steps_only():
-    from gankit.viz.plots import Chart, svg_chart
+    svg = inline_svg(Chart("metric_fd", "fd", "fd", [Series("fd", [2000], [68.7], "lower")]))
+    assert x_tick_labels(svg) == ["1999", "2000", "2001"]
+    assert len(series_points(svg, "metric_fd")["fd"]) == 1
+    assert "fd (lower is better; best 68.7 at step 2000)" in svg_texts(svg)
 
-    svg = svg_chart(Chart("metric_fd", "fd", "fd", [Series("fd", [2000], [68.7])]))
-    labels = re.findall(r'<text class="tick"[^>]*text-anchor="middle">([^<]+)</text>', svg)
-    assert labels == ["1999", "2000", "2001"]
+
+def test_x_ticks_are_whole_round_steps_and_numbers_are_short():
+    svg = inline_svg(Chart("c", "c", "v", [Series("v", [1, 2, 3], [15_000, 0, 2e4])]))
+    assert x_tick_labels(svg) == ["1", "2", "3"]  # matplotlib alone would put ticks at 1.25, 1.5, ...
+    assert {"0", "10k", "20k"} <= set(svg_texts(svg))  # y ticks by format_number, no offset or 1e4 factor
+    long_run = inline_svg(Chart("c", "c", "v", [Series("v", [0, 10_000, 20_000], [1.0, 2.0, 3.0])]))
+    assert x_tick_labels(long_run) == ["0", "5000", "10k", "15k", "20k"]
 
 
-def test_nice_ticks_are_round_and_cover_the_range():
-    assert nice_ticks(0.13, 0.97) == pytest.approx([0.2, 0.4, 0.6, 0.8])
-    assert nice_ticks(-3, 12, 5) == [0, 5, 10]
-    assert nice_ticks(50, 300, 6) == [50, 100, 150, 200, 250, 300]
+def test_svg_is_deterministic_text_and_ready_to_inline():
+    chart = Chart("losses", "Losses", "loss", [Series("d_loss", [10, 20], [1.0, 0.5]),
+                                               Series("g_loss", [10, 20], [2.0, 3.0], "lower")])
+    svg = inline_svg(chart)
+    assert svg == inline_svg(chart)  # same bytes: salted ids, no date
+    assert svg.startswith('<svg class="chart" data-chart="losses" viewBox="0 0 460.8 230.4" role="img"')
+    for absent in ("<?xml", "<!DOCTYPE", "xmlns", "http", "<metadata", "<style", "<script"):
+        assert absent not in svg
+    # Text stays text (svg.fonttype none): the words are there, no glyph outlines are.
+    assert {"Losses", "step", "loss", "d_loss", "g_loss (lower is better; best 2 at step 10)"} <= set(svg_texts(svg))
+    assert "DejaVuSans" not in svg
+    assert "\n" not in svg and len(svg) < 14_000  # without matplotlib's indentation, without glyph outlines
+
+
+def test_ids_are_unique_on_the_page_and_every_reference_stays_in_its_chart(run):
+    page = write_report(run)[0].read_text()
+    ids = re.findall(r'\bid="([^"]+)"', page)
+    assert len(ids) == len(set(ids)) > 100
+    for svg in re.findall(r'<svg class="chart".*?</svg>', page, re.DOTALL):
+        own = set(re.findall(r'\bid="([^"]+)"', svg))
+        referenced = set(re.findall(r'url\(#([^)]+)\)', svg)) | set(re.findall(r'href="#([^"]+)"', svg))
+        assert referenced and referenced <= own
+
+
+def test_png_and_svg_are_one_figure(tmp_path):
+    chart = Chart("metric_swd", "swd", "swd", [Series(f"swd.{r}", [1, 2, 3], [r, r - 1.0, r + 1.0], "lower")
+                                               for r in (16, 32, 64, 99)])
+    width, height = map(float, re.search(r'viewBox="0 0 (\S+) (\S+)"', inline_svg(chart)).groups())
+    with Image.open(save_png(chart, tmp_path / "swd.png")) as image:
+        assert image.size == (round(width * 150 / 72), round(height * 150 / 72)) == (960, 510)  # two legend rows
+    figure = chart_figure(chart)
+    assert [t.get_text() for t in figure.legends[0].get_texts()] == [
+        f"swd.{r} (lower is better; best {r - 1} at step 2)" for r in (16, 32, 64, 99)]
+
+
+def test_non_finite_points_are_left_out_of_the_curve_and_the_best():
+    series = Series("fid", [1, 2, 3, 4, 5], [30.0, float("nan"), float("-inf"), 20.0, float("inf")], "lower")
+    assert series.best() == (4, 20.0)
+    svg = inline_svg(Chart("metric_fid", "fid", "fid", [series, Series("empty", [1], [float("nan")])]))
+    points = series_points(svg, "metric_fid")
+    assert list(points) == ["fid"] and len(points["fid"]) == 2
+    assert best_rings(svg, "metric_fid")["fid"] == points["fid"][1]
+
+
+def test_a_long_straight_curve_keeps_every_point():
+    steps = list(range(0, 3000, 10))  # matplotlib simplifies paths of 128 points and more
+    svg = inline_svg(Chart("c", "c", "v", [Series("v", steps, [0.5 * s for s in steps])]))
+    assert len(series_points(svg, "c")["v"]) == len(steps)
+
+
+def test_many_series_each_keep_a_line_and_a_legend_entry():
+    labels = [f"part_{k}" for k in range(12)]
+    chart = Chart("many", "many", "v", [Series(label, [0, 1, 2], [k, k + 1, k]) for k, label in enumerate(labels)])
+    svg = inline_svg(chart)
+    assert list(series_points(svg, "many")) == labels
+    assert set(labels) <= set(svg_texts(svg))
+    styles = dict(re.findall(r'class="series" data-label="([^"]+)"><path d="[^"]*"[^>]*style="([^"]*)"', svg))
+    # Past eight series the colours come again, dashed.
+    assert PALETTE[0].lower() in styles["part_0"] and PALETTE[0].lower() in styles["part_8"]
+    assert "dasharray" not in styles["part_0"] and "dasharray" in styles["part_8"]
+
+
+def test_drawing_leaves_matplotlib_as_it_was(tmp_path):
+    """Charts and toy scatters: no pyplot (slow to import, a process-wide backend and figure registry),
+    no settings left changed."""
+    # (Reading rcParams["backend"] would itself import pyplot to resolve the default.)
+    script = ("import sys, matplotlib, torch; from gankit.viz.plots import *; "
+              "from gankit.viz.grid import save_scatter; "
+              "settings = lambda: {k: matplotlib.rcParams[k] for k in matplotlib.rcParams if k != 'backend'}; "
+              "before = settings(); c = Chart('c', 'c', 'v', [Series('v', [1, 2], [1.0, 2.0])]); inline_svg(c); "
+              f"save_png(c, {str(tmp_path / 'c.png')!r}); "
+              f"save_scatter(torch.zeros(4, 2), {str(tmp_path / 's.png')!r}, 'toy-8gaussians'); "
+              "print('matplotlib.pyplot' in sys.modules, settings() == before)")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert result.stdout.split() == ["False", "True"], result.stderr
 
 
 def test_pick_frames_spreads_evenly_and_keeps_the_ends():
@@ -186,11 +286,14 @@ def test_page_is_one_self_contained_file(run):
 
 def test_curves_hold_every_logged_point(run):
     page = write_report(run)[0].read_text()
-    losses = polylines(page, "losses")
+    assert re.findall(r'<svg class="chart" data-chart="([^"]+)"', page) == [
+        "losses", "penalties", "d_outputs", "throughput", "metric_fid", "metric_swd", "metric_is.mean", "metric_pr"]
+    losses = series_points(page, "losses")
     assert set(losses) == {"d_loss", "g_loss"}
-    assert set(polylines(page, "penalties")) == {"gp"}
-    assert set(polylines(page, "d_outputs")) == {"d_real", "d_fake"}
-    assert len(polylines(page, "throughput")["img_per_s"]) == STATS_LINES
+    assert set(series_points(page, "penalties")) == {"gp"}
+    assert set(series_points(page, "d_outputs")) == {"d_real", "d_fake"}
+    assert len(series_points(page, "throughput")["img_per_s"]) == STATS_LINES
+    assert {"Losses", "Throughput", "d_loss", "img_per_s"} <= set(svg_texts(page))
     for label, points in losses.items():
         values = [stats_record(i)[label] for i in range(STATS_LINES)]
         assert len(points) == STATS_LINES
@@ -198,16 +301,34 @@ def test_curves_hold_every_logged_point(run):
         assert list(xs) == sorted(xs) and len(set(xs)) == STATS_LINES
         # SVG y grows downwards: a higher value sits higher on the page.
         assert sorted(range(STATS_LINES), key=lambda i: -ys[i]) == sorted(range(STATS_LINES), key=lambda i: values[i])
+    # Points logged at equal intervals sit at equal distances: the x axis is linear in steps.
+    xs = [x for x, _ in losses["d_loss"]]
+    gaps = [b - a for a, b in itertools.pairwise(xs)]
+    assert max(gaps) - min(gaps) < 1e-3
+
+
+def test_a_non_finite_stats_value_leaves_a_gap_of_one_point(tmp_path):
+    run = make_run(tmp_path / "nan", metrics=False, samples=False, export=False)
+    records = [stats_record(i) for i in range(STATS_LINES)]
+    records[2]["d_loss"], records[4]["g_loss"] = float("nan"), float("inf")
+    (run / "stats.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))  # NaN, Infinity
+    losses = series_points(write_report(run)[0].read_text(), "losses")
+    assert {k: len(v) for k, v in losses.items()} == {"d_loss": STATS_LINES - 1, "g_loss": STATS_LINES - 1}
 
 
 def test_best_metrics_are_marked(run):
     page = write_report(run)[0].read_text()
-    assert "best fid = 20 at step 40" in page
-    assert "best is.mean = 2.7 at step 60" in page
-    assert "best pr.recall = 0.35 at step 60" in page
-    assert "best swd.avg = 7 at step 40" in page
-    assert "is.std" in page and "best is.std" not in page  # in the table, without a best
-    assert len(polylines(page, "metric_swd")) == 4
+    legends = set(svg_texts(page))
+    assert "fid (lower is better; best 20 at step 40)" in legends
+    assert "is.mean (higher is better; best 2.7 at step 60)" in legends
+    assert "pr.recall (higher is better; best 0.35 at step 60)" in legends
+    assert "swd.avg (lower is better; best 7 at step 40)" in legends
+    assert "is.std" in page and not any(t.startswith("is.std") for t in legends)  # in the table only
+    assert len(series_points(page, "metric_swd")) == 4
+    # The ring sits on the best point: fid's second evaluation, is.mean's third.
+    assert best_rings(page, "metric_fid") == {"fid": series_points(page, "metric_fid")["fid"][1]}
+    assert best_rings(page, "metric_is.mean") == {"is.mean": series_points(page, "metric_is.mean")["is.mean"][2]}
+    assert len(best_rings(page, "metric_swd")) == 4 and best_rings(page, "losses") == {}
 
 
 def test_samples_slider_shows_the_newest_grid(run):
@@ -365,8 +486,8 @@ def test_report_of_a_real_training_run(tmp_path):
                                                       "train.checkpoint_every=6", "train.grid_size=4"])
     train(config, tmp_path / "real", device_name="cpu")
     page = write_report(tmp_path / "real")[0].read_text()
-    assert {k: len(v) for k, v in polylines(page, "losses").items()} == {"d_loss": 3, "g_loss": 3}
-    assert len(polylines(page, "d_outputs")["d_fake"]) == 3
+    assert {k: len(v) for k, v in series_points(page, "losses").items()} == {"d_loss": 3, "g_loss": 3}
+    assert len(series_points(page, "d_outputs")["d_fake"]) == 3
     images = data_images(page)
     assert len(images) == 2 + 1  # samples at steps 3 and 6, and the interpolation grid
     assert images[-1].size == (INTERPOLATION_K * 18 + 2,) * 2

@@ -35,14 +35,14 @@ def save_grid(images_uint8: torch.Tensor, path: Path, nrow: int | None = None) -
 
 def save_scatter(points: torch.Tensor, path: Path, source: str | None = None, title: str = "") -> Path:
     """Scatter plot of 2-D points; for mixture sources the true modes (and 3-std circles) are drawn."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # Figure, not pyplot: no process-wide backend or figure registry.
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Circle
 
     from gankit.files import atomic_write
 
-    fig, ax = plt.subplots(figsize=(5, 5), dpi=120)
+    fig = Figure(figsize=(5, 5), dpi=120)
+    ax = fig.subplots()
     pts = points.detach().float().cpu().numpy()
     ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.4, color="tab:blue", label="samples")
     if source in ("toy-8gaussians", "toy-25gaussians"):
@@ -51,11 +51,10 @@ def save_scatter(points: torch.Tensor, path: Path, source: str | None = None, ti
         centres, std = mixture_modes(source)
         ax.scatter(centres[:, 0], centres[:, 1], s=40, marker="x", color="tab:red", label="true modes")
         for c in centres.tolist():
-            ax.add_patch(plt.Circle(c, 3 * std, fill=False, color="tab:red", lw=0.6))
+            ax.add_patch(Circle(c, 3 * std, fill=False, color="tab:red", lw=0.6))
     ax.set_aspect("equal")
     ax.legend(loc="upper right", fontsize=7)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
     return Path(path)

@@ -1,18 +1,58 @@
-"""Line charts of a run's curves, drawn two ways from one description: inline SVG for the HTML
-report (no JavaScript library, nothing fetched) and PNG files via matplotlib for papers."""
+"""Line charts of a run's curves, drawn once by matplotlib (`chart_figure`) and written two ways:
+inline SVG for the HTML report (`inline_svg`) and PNG files for papers (`save_png`).
+
+The SVG is made fit to sit in one HTML page beside other charts: text stays text, the same chart
+gives the same bytes, the XML prolog, namespaces and metadata go, and every id is prefixed with the
+chart's key (matplotlib numbers its groups from 1 in every figure, so ids would repeat).
+
+What the report had before and matplotlib cannot give: a hover title on each point (its SVG has no
+per-point <title>). The legend names each series' best point and the report's table holds the values.
+
+matplotlib is used through `Figure` alone, never pyplot: no backend is switched for the whole
+process, and a figure is freed with its last reference instead of waiting in pyplot's registry.
+"""
 
 from __future__ import annotations
 
 import html
+import io
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 # Colour-blind-safe palette (Okabe and Ito, 2008).
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"]
-WIDTH, HEIGHT = 640, 260
-MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 62, 16, 12, 38
+LINE_STYLES = ["-", "--", ":", "-."]
+WIDTH_INCHES = 6.4
+HEIGHT_INCHES = 3.0  # plus one legend row's height per row of legend
+LEGEND_ROW_INCHES = 0.2
+EDGE_POINTS = 6  # white space around the drawing
+TICK_POINTS = 7  # a tick's length and the gap to its label (matplotlib's 3.5 each)
+X_LABEL_PAD, Y_LABEL_PAD, TITLE_PAD = 2, 3, 5  # points between an axis label or the title and the axes
+PNG_DPI = 150
 MAX_MARKERS = 60  # draw a dot at every point only when there are few enough to tell apart
+
+STYLE = {
+    "svg.fonttype": "none",  # text stays <text>: searchable, and far smaller than glyph outlines
+    "path.simplify": False,  # matplotlib would otherwise merge nearly collinear points of a curve
+    "font.family": "sans-serif",
+    "font.sans-serif": ["DejaVu Sans"],  # measured with matplotlib's own font; the SVG falls back to sans-serif
+    "font.size": 8,
+    "axes.facecolor": "#fbfbfd",
+    "axes.edgecolor": "#c9ced8",
+    "axes.labelcolor": "#3a4150",
+    "axes.titlesize": 10,
+    "axes.titleweight": "bold",
+    "xtick.color": "#5a6272",
+    "ytick.color": "#5a6272",
+    "grid.color": "#e3e6ec",
+    "grid.linewidth": 0.8,
+    "legend.fontsize": 7.5,
+    "legend.frameon": False,
+}
+# No Creator (it names a web address), no Date (the same chart must give the same bytes).
+SVG_METADATA = {"Creator": None, "Date": None, "Format": None, "Type": None}
 
 
 @dataclass
@@ -22,28 +62,33 @@ class Series:
     values: list[float]
     better: str | None = None  # "lower", "higher" or None (no best point is marked)
 
+    def finite_points(self) -> list[tuple[float, float]]:
+        """(step, value) pairs whose both coordinates are finite numbers."""
+        return [(x, y) for x, y in zip(self.steps, self.values) if math.isfinite(x) and math.isfinite(y)]
+
     def best(self) -> tuple[float, float] | None:
-        """(step, value) of the best point, the earliest one on ties; None without a direction."""
-        if self.better is None or not self.values:
+        """(step, value) of the best finite point, the earliest one on ties; None without a direction."""
+        points = self.finite_points()
+        if self.better is None or not points:
             return None
         sign = 1.0 if self.better == "lower" else -1.0
-        index = min(range(len(self.values)), key=lambda i: (sign * self.values[i], i))
-        return self.steps[index], self.values[index]
+        index = min(range(len(points)), key=lambda i: (sign * points[i][1], i))
+        return points[index]
 
 
 @dataclass
 class Chart:
-    key: str  # file-safe name: plots/<key>.png, data-chart in the HTML
+    key: str  # file-safe name: plots/<key>.png, data-chart and the id prefix in the HTML
     title: str
     y_label: str
     series: list[Series] = field(default_factory=list)
 
     def is_empty(self) -> bool:
-        return not any(s.values for s in self.series)
+        return not any(s.finite_points() for s in self.series)
 
 
 def format_number(value: float) -> str:
-    """Short, readable tick and table numbers: 1500 -> 1.5k, 0.000123 -> 0.000123."""
+    """Short, readable tick and table numbers: 15000 -> 15k, 0.000123 -> 0.000123."""
     if value == 0:
         return "0"
     magnitude = abs(value)
@@ -54,127 +99,129 @@ def format_number(value: float) -> str:
     return f"{value:.4g}"
 
 
-def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
-    """About `count` round tick values (1, 2 or 5 times a power of ten apart) covering [low, high]."""
-    span = high - low
-    if span <= 0 or not math.isfinite(span):
-        return [low]
-    raw = span / count
-    power = 10 ** math.floor(math.log10(raw))
-    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
-    first = math.ceil(low / step - 1e-9) * step
-    ticks = []
-    value = first
-    while value <= high + step * 1e-9:
-        ticks.append(0.0 if abs(value) < step * 1e-9 else value)
-        value = first + len(ticks) * step
-    return ticks
+def legend_text(series: Series) -> str:
+    """The series' label, with its direction and best point when it has one."""
+    best = series.best()
+    if best is None:
+        return series.label
+    return f"{series.label} ({series.better} is better; best {best[1]:.4g} at step {best[0]:g})"
 
 
-def _padded_range(values: list[float], pad: float = 0.05) -> tuple[float, float]:
-    low, high = min(values), max(values)
-    if high == low:
-        spread = abs(low) * 0.1 or 1.0
-        return low - spread, high + spread
-    margin = (high - low) * pad
-    return low - margin, high + margin
+def _text_width(text: str, size: float) -> float:
+    """Width in points of one line of text in the charts' font."""
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import text_to_path
+
+    return text_to_path.get_text_width_height_descent(text, FontProperties(size=size), ismath=False)[0]
 
 
-def svg_chart(chart: Chart) -> str:
-    """The chart as an inline <svg> (one polyline per series, the best point ringed)."""
-    drawn = [(s, PALETTE[i % len(PALETTE)]) for i, s in enumerate(chart.series) if s.values]
-    all_steps = [x for s, _ in drawn for x in s.steps]
-    all_values = [y for s, _ in drawn for y in s.values]
-    x_low, x_high = (min(all_steps), max(all_steps)) if all_steps else (0.0, 1.0)
-    if x_high == x_low:
-        x_low, x_high = x_low - 1, x_high + 1
-    y_low, y_high = _padded_range(all_values) if all_values else (0.0, 1.0)
-    plot_w = WIDTH - MARGIN_LEFT - MARGIN_RIGHT
-    plot_h = HEIGHT - MARGIN_TOP - MARGIN_BOTTOM
-
-    def px(x: float) -> float:
-        return MARGIN_LEFT + (x - x_low) / (x_high - x_low) * plot_w
-
-    def py(y: float) -> float:
-        return MARGIN_TOP + (y_high - y) / (y_high - y_low) * plot_h
-
-    parts = [f'<svg class="chart" data-chart="{html.escape(chart.key)}" viewBox="0 0 {WIDTH} {HEIGHT}" '
-             f'role="img" aria-label="{html.escape(chart.title)}">',
-             f'<rect x="{MARGIN_LEFT}" y="{MARGIN_TOP}" width="{plot_w}" height="{plot_h}" class="plot-area"/>']
-    for tick in nice_ticks(y_low, y_high):
-        y = py(tick)
-        parts.append(f'<line class="grid" x1="{MARGIN_LEFT}" x2="{MARGIN_LEFT + plot_w}" y1="{y:.1f}" y2="{y:.1f}"/>')
-        parts.append(f'<text class="tick" x="{MARGIN_LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">'
-                     f"{format_number(tick)}</text>")
-    for tick in [t for t in nice_ticks(x_low, x_high, 6) if float(t).is_integer()]:  # steps are whole
-        x = px(tick)
-        parts.append(f'<line class="grid" x1="{x:.1f}" x2="{x:.1f}" y1="{MARGIN_TOP}" y2="{MARGIN_TOP + plot_h}"/>')
-        parts.append(f'<text class="tick" x="{x:.1f}" y="{MARGIN_TOP + plot_h + 16}" text-anchor="middle">'
-                     f"{format_number(tick)}</text>")
-    parts.append(f'<text class="axis-label" x="{MARGIN_LEFT + plot_w / 2}" y="{HEIGHT - 4}" '
-                 f'text-anchor="middle">step</text>')
-    parts.append(f'<text class="axis-label" transform="translate(13 {MARGIN_TOP + plot_h / 2}) rotate(-90)" '
-                 f'text-anchor="middle">{html.escape(chart.y_label)}</text>')
-    for series, colour in drawn:
-        label = html.escape(series.label)
-        points = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in zip(series.steps, series.values))
-        parts.append(f'<polyline class="series" data-label="{label}" fill="none" stroke="{colour}" '
-                     f'stroke-width="1.6" points="{points}"><title>{label}</title></polyline>')
-        if len(series.values) <= MAX_MARKERS:
-            for x, y in zip(series.steps, series.values):
-                parts.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="2.4" fill="{colour}">'
-                             f"<title>{label} = {y:.6g} at step {x:g}</title></circle>")
-        best = series.best()
-        if best is not None:
-            parts.append(f'<circle class="best" cx="{px(best[0]):.1f}" cy="{py(best[1]):.1f}" r="6" fill="none" '
-                         f'stroke="{colour}" stroke-width="2"><title>best {label} = {best[1]:.6g} at step '
-                         f"{best[0]:g}</title></circle>")
-    parts.append("</svg>")
-    return "".join(parts)
+def _drawn_tick_labels(axis) -> list[str]:
+    """The labels matplotlib will draw on an axis: its ticks inside the view, formatted."""
+    low, high = sorted(axis.get_view_interval())
+    return [format_number(v) for v in axis.get_major_locator()() if low <= v <= high]
 
 
-def legend_entries(chart: Chart) -> list[tuple[str, str]]:
-    """(colour, text) per drawn series; the text names the direction and the best point."""
-    entries = []
-    for i, series in enumerate(chart.series):
-        if not series.values:
-            continue
-        text = series.label
-        best = series.best()
-        if best is not None:
-            text += f" ({series.better} is better; best {best[1]:.4g} at step {best[0]:g})"
-        entries.append((PALETTE[i % len(PALETTE)], text))
-    return entries
+def chart_figure(chart: Chart):
+    """The chart as a matplotlib Figure: one line per series, the best point ringed, the legend below."""
+    import matplotlib
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    # Past the palette's eight colours, the colours come again with another dash pattern.
+    drawn = [(PALETTE[i % len(PALETTE)], LINE_STYLES[i // len(PALETTE) % len(LINE_STYLES)], s, s.finite_points())
+             for i, s in enumerate(chart.series)]
+    drawn = [(colour, dashes, s, points) for colour, dashes, s, points in drawn if points]
+    with matplotlib.rc_context(STYLE):
+        texts = [legend_text(s) for *_, s, _ in drawn]
+        legend_size = STYLE["legend.fontsize"]
+        # A column holds the handle (2 em), the gap to the text (0.8 em), the text and the spacing (2 em).
+        column = max((_text_width(t, legend_size) for t in texts), default=0.0) + 4.8 * legend_size
+        columns = max(1, min(len(texts), int((WIDTH_INCHES * 72 - 2 * EDGE_POINTS) // column)))
+        rows = math.ceil(len(texts) / columns)
+        height = HEIGHT_INCHES + LEGEND_ROW_INCHES * rows
+        figure = Figure(figsize=(WIDTH_INCHES, height))
+        axes = figure.subplots()
+        for index, (colour, dashes, series, points) in enumerate(drawn):
+            steps, values = zip(*points)
+            marker = "o" if len(points) <= MAX_MARKERS else None
+            axes.plot(steps, values, color=colour, linestyle=dashes, lw=1.4, marker=marker, markersize=3,
+                      gid=f"series_{index}", label=texts[index])
+            best = series.best()
+            if best is not None:
+                axes.plot([best[0]], [best[1]], "o", markersize=9, markerfacecolor="none", markeredgecolor=colour,
+                          markeredgewidth=1.6, gid=f"best_{index}")
+        steps = {x for *_, points in drawn for x, _ in points}
+        if len(steps) == 1:  # one step: whole steps around it, not matplotlib's fractions of one
+            only = steps.pop()
+            axes.set_xlim(only - 1, only + 1)
+        axes.xaxis.set_major_locator(MaxNLocator(nbins=6, steps=[1, 2, 5, 10], integer=True))  # steps are whole
+        axes.yaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]))
+        number = FuncFormatter(lambda value, _: format_number(value))
+        axes.xaxis.set_major_formatter(number)
+        axes.yaxis.set_major_formatter(number)
+        axes.set_xlabel("step", labelpad=X_LABEL_PAD)
+        axes.set_ylabel(chart.y_label, labelpad=Y_LABEL_PAD)
+        axes.set_title(chart.title, loc="left", pad=TITLE_PAD)
+        axes.grid(True)
+        # Margins from the measured widths of the labels: one layout pass, where matplotlib's
+        # constrained layout draws the figure twice (the report's main cost).
+        axes.get_ylim()  # settles the autoscaled limits the tick labels depend on
+        tick_size = STYLE["font.size"]
+        y_ticks = max((_text_width(t, tick_size) for t in _drawn_tick_labels(axes.yaxis)), default=0.0)
+        x_ticks = max((_text_width(t, tick_size) for t in _drawn_tick_labels(axes.xaxis)), default=0.0)
+        line = 1.25 * tick_size  # one line of text, in points
+        left = EDGE_POINTS + line + Y_LABEL_PAD + y_ticks + TICK_POINTS
+        right = EDGE_POINTS + x_ticks / 2  # the last x label is centred on the right edge
+        bottom = EDGE_POINTS + LEGEND_ROW_INCHES * 72 * rows + line + X_LABEL_PAD + line + TICK_POINTS
+        top = EDGE_POINTS + 1.25 * STYLE["axes.titlesize"] + TITLE_PAD
+        width_points, height_points = WIDTH_INCHES * 72, height * 72
+        figure.subplots_adjust(left=left / width_points, right=1 - right / width_points,
+                               bottom=bottom / height_points, top=1 - top / height_points)
+        if texts:
+            figure.legend(loc="lower center", bbox_to_anchor=(0.5, EDGE_POINTS / height_points), ncols=columns,
+                          borderaxespad=0, borderpad=0)
+    return figure
 
 
 def save_png(chart: Chart, path: Path) -> Path:
-    """The chart as a PNG file (matplotlib), for papers and slides."""
+    """The chart as a PNG file for papers and slides: 960 pixels wide, 480 high with one legend row."""
     import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     from gankit.files import atomic_write
 
-    fig, ax = plt.subplots(figsize=(6.4, 3.2), dpi=150)
-    for i, series in enumerate(chart.series):
-        if not series.values:
-            continue
-        colour = PALETTE[i % len(PALETTE)]
-        marker = "." if len(series.values) <= MAX_MARKERS else None
-        label = series.label
-        best = series.best()
-        if best is not None:
-            label += f" (best {best[1]:.4g} at {best[0]:g})"
-            ax.plot([best[0]], [best[1]], "o", markersize=9, markerfacecolor="none", markeredgecolor=colour,
-                    markeredgewidth=1.6)
-        ax.plot(series.steps, series.values, color=colour, lw=1.4, marker=marker, label=label)
-    ax.set_xlabel("step")
-    ax.set_ylabel(chart.y_label)
-    ax.set_title(chart.title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
+    figure = chart_figure(chart)
+    with matplotlib.rc_context(STYLE):
+        atomic_write(Path(path), lambda tmp: figure.savefig(tmp, format="png", dpi=PNG_DPI))
     return Path(path)
+
+
+def inline_svg(chart: Chart) -> str:
+    """The chart as an <svg> element for an HTML page: no prolog, its ids prefixed with the chart's key,
+    series and best points marked with class and data-label."""
+    import matplotlib
+
+    figure = chart_figure(chart)
+    buffer = io.StringIO()
+    # The salt makes matplotlib's hashed clip-path and marker ids the same on every run.
+    with matplotlib.rc_context({**STYLE, "svg.hashsalt": f"gankit:{chart.key}"}):
+        figure.savefig(buffer, format="svg", metadata=SVG_METADATA)
+    svg = buffer.getvalue()
+    svg = svg[svg.index("<svg"):]
+    root_end = svg.index(">") + 1
+    view_box = re.search(r'viewBox="([^"]+)"', svg[:root_end]).group(1)
+    body = svg[root_end:]
+    # matplotlib's one default style rule (stroke joins and caps) lives in the page's style sheet: inside
+    # the page, a <style> would apply to the whole document.
+    body = re.sub(r"<defs>\s*<style[^>]*>.*?</style>\s*</defs>", "", body, count=1, flags=re.DOTALL)
+    body = re.sub(r"\s*\n\s*", " ", re.sub(r">\s+<", "><", body))  # matplotlib's indentation: a tenth of the size
+    prefix = f"{chart.key}-"
+    body = re.sub(r'\bid="([^"]+)"', rf'id="{prefix}\1"', body)
+    body = re.sub(r"url\(#([^)]+)\)", rf"url(#{prefix}\1)", body)
+    body = re.sub(r'xlink:href="#([^"]+)"', rf'href="#{prefix}\1"', body)
+    labels = [s.label for s in chart.series if s.finite_points()]
+    for index, label in enumerate(labels):
+        for kind in ("series", "best"):
+            body = body.replace(f'<g id="{prefix}{kind}_{index}">',
+                                f'<g id="{prefix}{kind}_{index}" class="{kind}" data-label="{html.escape(label)}">')
+    return (f'<svg class="chart" data-chart="{html.escape(chart.key)}" viewBox="{view_box}" role="img" '
+            f'aria-label="{html.escape(chart.title)}">{body}')

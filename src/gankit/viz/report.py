@@ -1,7 +1,7 @@
 """`gankit report RUN`: one self-contained HTML page telling a run's story.
 
-Everything is inline (images as data: URIs, charts as SVG drawn by gankit.viz.plots) and the page
-carries a content security policy that forbids any fetch, so it can be mailed or archived as one file.
+Everything is inline (images as data: URIs, charts as SVG that matplotlib draws in gankit.viz.plots) and
+the page carries a content security policy that forbids any fetch, so it can be mailed or archived as one file.
 It is built from whatever the run folder holds at the moment, so it also works while training runs:
 a stats line being written is skipped, missing parts are said to be missing.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from gankit.errors import GankitError
-from gankit.viz.plots import Chart, Series, format_number, legend_entries, save_png, svg_chart
+from gankit.viz.plots import Chart, Series, format_number, inline_svg, save_png
 
 SAMPLE_PATTERN = re.compile(r"^step_(\d+)\.png$")
 STAGE_PATTERN = re.compile(r"^scale_(\d+)px\.png$")  # Progressive GAN: the grid at the end of each stage
@@ -312,10 +312,8 @@ def _stage_strip(contents: RunContents) -> str:
 
 
 def _chart_block(chart: Chart) -> str:
-    legend = "".join(f'<span class="key"><span class="swatch" style="background:{colour}"></span>'
-                     f"{html.escape(text)}</span>" for colour, text in legend_entries(chart))
-    return (f'<figure class="chart-box"><figcaption>{html.escape(chart.title)}</figcaption>{svg_chart(chart)}'
-            f'<div class="legend">{legend}</div></figure>')
+    """The chart's figure (its title and legend are drawn in it, as in its PNG)."""
+    return f'<figure class="chart-box">{inline_svg(chart)}</figure>'
 
 
 def _metrics_table(metrics: list[dict]) -> str:
@@ -337,7 +335,11 @@ def _metrics_table(metrics: list[dict]) -> str:
 
 def _summary(contents: RunContents, now: float) -> str:
     items = []
-    planned = (contents.config.get("train") or {}).get("steps") if contents.config else None
+    train = contents.config.get("train") if contents.config else None
+    train = train if isinstance(train, dict) else {}
+    planned, schedule = train.get("steps"), train.get("max_iter_at_scale")
+    if planned is None and isinstance(schedule, list) and schedule and all(type(n) is int for n in schedule):
+        planned = sum(schedule)  # Progressive GAN without train.steps lasts its schedule
     if contents.stats:
         last = contents.stats[-1]
         step = int(last["step"])
@@ -471,15 +473,8 @@ h2 {{ font-size: 16px; margin: 12px 0 8px; }}
 .note {{ color: #5a6272; font-size: 12.5px; margin: 4px 0 8px; }}
 .charts {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(460px, 1fr)); gap: 12px; }}
 .chart-box {{ margin: 0; }}
-.chart-box figcaption {{ font-weight: 600; font-size: 13px; margin-bottom: 2px; }}
 svg.chart {{ width: 100%; height: auto; display: block; }}
-svg.chart .plot-area {{ fill: #fbfbfd; stroke: #c9ced8; }}
-svg.chart .grid {{ stroke: #e3e6ec; stroke-width: 1; }}
-svg.chart .tick {{ font-size: 11px; fill: #5a6272; }}
-svg.chart .axis-label {{ font-size: 11.5px; fill: #3a4150; }}
-.legend {{ font-size: 12px; color: #3a4150; }}
-.legend .key {{ margin-right: 14px; white-space: nowrap; }}
-.legend .swatch {{ display: inline-block; width: 14px; height: 3px; vertical-align: middle; margin-right: 5px; }}
+svg.chart * {{ stroke-linejoin: round; stroke-linecap: butt; }} /* matplotlib's SVG default style */
 table {{ border-collapse: collapse; font-size: 13px; margin: 4px 0 10px; }}
 th, td {{ text-align: left; padding: 3px 12px 3px 0; border-bottom: 1px solid #eceef2; }}
 table.summary th {{ color: #5a6272; font-weight: normal; }}
@@ -523,8 +518,9 @@ pre.config {{ max-height: 300px; margin: 0 0 6px; }}
       return {{name: img.dataset.name, complete: img.complete, width: img.naturalWidth, height: img.naturalHeight}};
     }});
     var charts = Array.prototype.map.call(document.querySelectorAll("svg.chart"), function (svg) {{
-      return {{chart: svg.dataset.chart, points: Array.prototype.map.call(svg.querySelectorAll("polyline.series"),
-        function (line) {{ return line.points.numberOfItems; }})}};
+      // A series' line is the first path of its group: one vertex per point, each an M or L command.
+      return {{chart: svg.dataset.chart, points: Array.prototype.map.call(svg.querySelectorAll("g.series"),
+        function (group) {{ return (group.querySelector("path").getAttribute("d").match(/[ML]/g) || []).length; }})}};
     }});
     var fetched = performance.getEntriesByType("resource").map(function (entry) {{ return entry.name; }});
     document.getElementById("render-check").textContent = JSON.stringify(
