@@ -9,6 +9,11 @@ achieved GFLOP/s as a fraction of this machine's matrix-multiply peak measured i
 
     python benchmarks/train_speed.py                       # all cases, variants fp32, bf16, bf16+cl
     python benchmarks/train_speed.py --case dcgan64 --variants fp32,bf16+cl+fused --rounds 3
+    python benchmarks/train_speed.py --device cuda --case dcgan64 --variants fp32,bf16,fp16,bf16+cl+compile \
+        --data-path DIR                                    # on a GPU; DIR holds Fashion-MNIST's IDX files
+
+On CUDA both loops run on the GPU (the reference's loader still makes PIL images on the CPU, as the
+tutorials do) and the reference sets cudnn.benchmark, as the PyTorch example does and gankit does on CUDA.
 """
 
 from __future__ import annotations
@@ -96,9 +101,11 @@ def textbook_pgan_models(resolution: int):
 
 
 def run_reference(images: torch.Tensor, resolution: int, loss: str, n_critic: int, steps: int, batch=64,
-                  warmup=3) -> float:
+                  warmup=3, device: torch.device = torch.device("cpu")) -> float:
     """Images/s of the textbook loop over `steps` generator steps (after `warmup` steps)."""
     torch.manual_seed(0)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
     loader = DataLoader(PerSamplePILDataset(images, resolution), batch_size=batch, shuffle=True, num_workers=2,
                         drop_last=True, persistent_workers=True)
     nz = 128 if loss == "pgan" else 100
@@ -106,6 +113,7 @@ def run_reference(images: torch.Tensor, resolution: int, loss: str, n_critic: in
         G, D = textbook_pgan_models(resolution)
     else:
         G, D = textbook_models(resolution, sigmoid=loss == "bce", batch_norm_d=loss == "bce")
+    G, D = G.to(device), D.to(device)
     if loss == "bce":
         opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
         opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
@@ -121,32 +129,33 @@ def run_reference(images: torch.Tensor, resolution: int, loss: str, n_critic: in
     def next_real():
         nonlocal data
         try:
-            return next(data)[0]
+            return next(data)[0].to(device)
         except StopIteration:
             data = iter(loader)
-            return next(data)[0]
+            return next(data)[0].to(device)
 
     start, seen = None, 0
     for step in range(steps + warmup):
         if step == warmup:
+            synchronize(device)
             start, seen = time.perf_counter(), 0
         for _ in range(n_critic):
             real = next_real()
             b = real.size(0)
-            noise = torch.randn(b, nz) if loss == "pgan" else torch.randn(b, nz, 1, 1)
+            noise = torch.randn(b, nz, device=device) if loss == "pgan" else torch.randn(b, nz, 1, 1, device=device)
             fake = G(noise)
             D.zero_grad()
             if loss == "bce":
                 out_real = D(real).view(-1)
-                err_real = criterion(out_real, torch.full((b,), 1.0))
+                err_real = criterion(out_real, torch.full((b,), 1.0, device=device))
                 err_real.backward()
                 out_fake = D(fake.detach()).view(-1)
-                err_fake = criterion(out_fake, torch.full((b,), 0.0))
+                err_fake = criterion(out_fake, torch.full((b,), 0.0, device=device))
                 err_fake.backward()
                 d_x, d_g_z1 = out_real.mean().item(), out_fake.mean().item()
             else:
                 out_real, out_fake = D(real).view(-1), D(fake.detach()).view(-1)
-                eps = torch.rand(b, 1, 1, 1)
+                eps = torch.rand(b, 1, 1, 1, device=device)
                 x_hat = (eps * real + (1 - eps) * fake.detach()).requires_grad_(True)
                 grad = torch.autograd.grad(D(x_hat).sum(), x_hat, create_graph=True)[0]
                 gp = ((grad.view(b, -1).norm(2, dim=1) - 1) ** 2).mean()
@@ -159,10 +168,11 @@ def run_reference(images: torch.Tensor, resolution: int, loss: str, n_critic: in
             seen += b
         G.zero_grad()
         out = D(fake).view(-1)
-        err_g = criterion(out, torch.full((b,), 1.0)) if loss == "bce" else -out.mean()
+        err_g = criterion(out, torch.full((b,), 1.0, device=device)) if loss == "bce" else -out.mean()
         err_g.backward()
         opt_g.step()
         err_g.item()
+    synchronize(device)
     elapsed = time.perf_counter() - start
     del loader
     return seen / elapsed
@@ -170,8 +180,9 @@ def run_reference(images: torch.Tensor, resolution: int, loss: str, n_critic: in
 
 # ---- gankit -------------------------------------------------------------------------------------
 
-def run_gankit(preset: str, overrides: list[str], steps: int, warmup_steps: int = 6) -> float:
-    """Images/s of gankit's train() after warm-up, from its own stats.jsonl."""
+def run_gankit(preset: str, overrides: list[str], steps: int, warmup_steps: int = 6, device: str = "cpu") -> float:
+    """Images/s of gankit's train() after warm-up, from its own stats.jsonl (its intervals start and end at
+    a read of the losses, which waits for the device: on CUDA they time finished work)."""
     from gankit.training.loop import train
 
     total = warmup_steps + steps
@@ -180,7 +191,7 @@ def run_gankit(preset: str, overrides: list[str], steps: int, warmup_steps: int 
     with tempfile.TemporaryDirectory() as tmp:
         # The final checkpoint and grid are written after the timed steps; the run's log lines are muted.
         with open(Path(tmp) / "stdout.txt", "w") as muted, contextlib.redirect_stdout(muted):
-            train(config, Path(tmp) / "run", None, "cpu")
+            train(config, Path(tmp) / "run", None, device)
         records = [json.loads(line) for line in (Path(tmp) / "run" / "stats.jsonl").read_text().splitlines()]
     # The first interval holds start-up; each later one covers log_every steps at steady state.
     pairs = [(prev, r) for prev, r in zip(records, records[1:]) if prev["step"] >= warmup_steps]
@@ -227,27 +238,40 @@ def gankit_step_flops(preset: str, overrides: list[str]) -> float:
     return float(counter.total)
 
 
-def matmul_peak(dtype: torch.dtype, n: int = 2048, seconds: float = 2.0) -> float:
+def synchronize(device: torch.device) -> None:
+    """Waits for the device's queued work (CUDA runs asynchronously; the CPU needs no wait)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 2048, seconds: float = 2.0,
+                device: torch.device = torch.device("cpu")) -> float:
     """GFLOP/s of square matrix multiplies in dtype (the machine's practical peak)."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
     a @ b
+    synchronize(device)
     count, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         a @ b
+        synchronize(device)
         count += 1
     return 2 * n**3 * count / (time.perf_counter() - start) / 1e9
 
 
-def conv_peak(dtype: torch.dtype, seconds: float = 2.0) -> float:
+def conv_peak(dtype: torch.dtype, seconds: float = 2.0, batch: int = 64, size: int = 16,
+              device: torch.device = torch.device("cpu")) -> float:
     """GFLOP/s of a large 3x3 convolution in dtype. oneDNN's convolutions outrun MKL's matrix multiply
     in fp32 on this CPU, so a training step's share of the matmul peak can exceed 100%."""
-    x, w = torch.randn(64, 128, 16, 16, dtype=dtype), torch.randn(256, 128, 3, 3, dtype=dtype)
+    x = torch.randn(batch, 128, size, size, dtype=dtype, device=device)
+    w = torch.randn(256, 128, 3, 3, dtype=dtype, device=device)
     torch.nn.functional.conv2d(x, w, padding=1)
+    synchronize(device)
     count, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         torch.nn.functional.conv2d(x, w, padding=1)
+        synchronize(device)
         count += 1
-    return 2 * 64 * 256 * 128 * 9 * 16 * 16 * count / (time.perf_counter() - start) / 1e9
+    return 2 * batch * 256 * 128 * 9 * size * size * count / (time.perf_counter() - start) / 1e9
 
 
 VARIANTS = {
@@ -257,9 +281,27 @@ VARIANTS = {
     "bf16": ["train.precision=bf16"],
     "bf16+cl": ["train.precision=bf16", "train.channels_last=true"],
     "bf16+cl+fused": ["train.precision=bf16", "train.channels_last=true", "train.fused_optimizer=true"],
+    "fp16": ["train.precision=fp16"],  # GPUs: on a CPU fp16 is emulated and slow
+    "fp16+cl": ["train.precision=fp16", "train.channels_last=true"],
     "fp32+compile": ["train.precision=fp32", "train.compile=true"],
     "bf16+cl+compile": ["train.precision=bf16", "train.channels_last=true", "train.compile=true"],
+    "fp16+cl+compile": ["train.precision=fp16", "train.channels_last=true", "train.compile=true"],
 }
+# On a GPU the CPU's sizes would time kernel launches, not arithmetic: 8192^3 and batch 256 at 32x32.
+PEAK_SIZES = {"cpu": {"n": 2048, "batch": 64, "size": 16}, "cuda": {"n": 8192, "batch": 256, "size": 32}}
+
+
+def variant_precision(variant: str) -> str:
+    return next((p for p in ("fp16", "bf16") if p in variant), "fp32")
+
+
+def device_description(device: torch.device) -> dict:
+    """What the figures were measured on."""
+    described = {"device": device.type, "torch": torch.__version__, "threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        described.update(device_name=torch.cuda.get_device_name(device), cuda=torch.version.cuda,
+                         cudnn=torch.backends.cudnn.version())
+    return described
 
 
 def main(argv=None) -> int:
@@ -270,35 +312,56 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=30, help="timed generator steps per measurement")
     parser.add_argument("--rounds", type=int, default=2, help="alternations of reference and gankit variants")
     parser.add_argument("--extra", action="append", default=[], help="extra gankit --set overrides")
-    parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--json", help="also write the results here (rewritten after each measurement)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where both loops train")
+    parser.add_argument("--data-path", help="folder of Fashion-MNIST's IDX files (default: Debian's location)")
     args = parser.parse_args(argv)
     variants = args.variants.split(",")
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         parser.error(f"unknown variants {unknown}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA GPU")
+    device = torch.device(args.device)
 
-    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
-    conv_peaks = {"fp32": conv_peak(torch.float32), "bf16": conv_peak(torch.bfloat16)}
-    print(f"matmul peak: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s; 3x3 convolution: "
-          f"fp32 {conv_peaks['fp32']:.0f}, bf16 {conv_peaks['bf16']:.0f} GFLOP/s ({torch.get_num_threads()} threads)",
+    sizes = PEAK_SIZES[device.type]
+    precisions = ["fp32", "bf16"] + (["fp16"] if any(variant_precision(v) == "fp16" for v in variants) else [])
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    peaks = {p: matmul_peak(dtypes[p], sizes["n"], device=device) for p in precisions}
+    conv_peaks = {p: conv_peak(dtypes[p], batch=sizes["batch"], size=sizes["size"], device=device) for p in precisions}
+    print(f"matmul peak: {', '.join(f'{p} {peaks[p]:.0f} GFLOP/s' for p in precisions)}; 3x3 convolution: "
+          f"{', '.join(f'{p} {conv_peaks[p]:.0f}' for p in precisions)} GFLOP/s "
+          f"({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{torch.get_num_threads()} threads'})",
           flush=True)
-    images, _ = load_idx_images("fashion-mnist", None, "train")
-    results = []
+    images, _ = load_idx_images("fashion-mnist", args.data_path, "train")
+    if args.data_path:
+        args.extra = [f"data.path={args.data_path}", *args.extra]
+    results, measured = [], {}
+
+    def write_json(complete: bool) -> None:
+        if args.json:
+            Path(args.json).write_text(json.dumps(
+                {**device_description(device), "complete": complete, "peaks": peaks, "conv_peaks": conv_peaks,
+                 "results": results, "measurements": measured}, indent=2))
+
     for case in args.case or sorted(CASES):
         preset, overrides, loss, n_critic, resolution, batch = CASES[case]
         overrides = overrides + args.extra
         flops = gankit_step_flops(preset, overrides)
         runs: dict[str, list[float]] = {"reference": [], **{v: [] for v in variants}}
         steps = max(5, args.steps // n_critic)
+        measured[case] = runs
         for _ in range(args.rounds):  # alternate, so that drifts in machine load hit every variant alike
-            runs["reference"].append(run_reference(images, resolution, loss, n_critic, steps, batch))
+            runs["reference"].append(run_reference(images, resolution, loss, n_critic, steps, batch, device=device))
+            write_json(complete=False)
             for variant in variants:
-                runs[variant].append(run_gankit(preset, overrides + VARIANTS[variant], steps))
+                runs[variant].append(run_gankit(preset, overrides + VARIANTS[variant], steps, device=args.device))
+                write_json(complete=False)
         ref = statistics.median(runs["reference"])
         print(f"{case}: reference {ref:.1f} img/s; {flops / 1e9:.1f} GFLOP per generator step", flush=True)
         for variant in variants:
             ours = statistics.median(runs[variant])
-            precision = "bf16" if "bf16" in variant else "fp32"
+            precision = variant_precision(variant)
             gflops = flops * ours / (batch * n_critic) / 1e9
             row = {"case": case, "variant": variant, "reference_img_s": ref, "gankit_img_s": ours,
                    "ratio": ours / ref, "gflop_per_step": flops / 1e9, "gankit_gflop_s": gflops,
@@ -308,8 +371,7 @@ def main(argv=None) -> int:
             print(f"  {variant:16s} {ours:7.1f} img/s  ratio {ours / ref:5.2f}  {gflops:6.1f} GFLOP/s = "
                   f"{100 * gflops / peaks[precision]:4.1f}% of the {precision} matmul peak, "
                   f"{100 * gflops / conv_peaks[precision]:4.1f}% of the conv peak", flush=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps({"peaks": peaks, "conv_peaks": conv_peaks, "results": results}, indent=2))
+    write_json(complete=True)
     return 0
 
 
