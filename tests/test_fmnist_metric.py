@@ -9,7 +9,7 @@ import torch
 from gankit.data.idx import load_idx_images
 from gankit.data.transforms import fit_digits
 from gankit.errors import GankitError
-from gankit.metrics import fmnist, stats
+from gankit.metrics import fmnist
 
 
 @pytest.fixture(scope="module")
