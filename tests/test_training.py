@@ -210,3 +210,18 @@ def test_a_run_that_failed_at_start_up_can_be_corrected_in_place(tmp_path, run_c
     (tmp_path / "other" / "checkpoints").rename(tmp_path / "moved")
     code, _, err = run_cli(*tiny_train_args(tmp_path / "other", steps=2, extra=["data.resolution=32"]))
     assert code == 2 and "data" in err
+
+
+def test_cuda_rng_states_are_restored_for_the_gpus_this_machine_has(monkeypatch):
+    # A checkpoint of a 4-GPU machine resumed on a 1-GPU one: only cuda:0's state has a device to go to.
+    from gankit.training.loop import restore_cuda_rng
+
+    restored = []
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, index: restored.append((int(state[0]), index)))
+    restore_cuda_rng([torch.tensor([10 + i], dtype=torch.uint8) for i in range(4)])
+    assert restored == [(10, 0)]
+    restored.clear()
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    restore_cuda_rng([torch.tensor([20 + i], dtype=torch.uint8) for i in range(2)])
+    assert restored == [(20, 0), (21, 1)]

@@ -144,8 +144,8 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
         batches.load_state_dict(state["data"])
         precision.load_state_dict(state.get("scalers"))
         torch.set_rng_state(state["rng"]["torch"])
-        if device.type == "cuda" and state["rng"].get("cuda"):
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        if device.type == "cuda":
+            restore_cuda_rng(state["rng"].get("cuda") or [])
         replica.restore_device_rng(state["rng"], device)
         step, images_seen = int(state["step"]), int(state["images_seen"])
         if replica.is_main:
@@ -374,6 +374,14 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
     log(f"final samples: {final_grid}")
     log.close()
     return {"step": step, "images_seen": images_seen, "final_grid": final_grid, "interrupted": interrupted}
+
+
+def restore_cuda_rng(states: list[torch.Tensor]) -> None:
+    """Restores the saved generator of each GPU that this machine also has. A checkpoint saves every
+    visible GPU's state; resumed where fewer GPUs are visible, the extra states have no device to go to
+    (torch.cuda.set_rng_state_all would fail on them), and the ones used for training come first."""
+    for index, state in enumerate(states[: torch.cuda.device_count()]):
+        torch.cuda.set_rng_state(state, index)
 
 
 def drop_stats_after(stats_file: Path, step: int, only_origin: str | None = None) -> None:
