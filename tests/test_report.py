@@ -128,6 +128,18 @@ def test_a_resumed_run_replaces_the_steps_it_logged_again():
         {"step": 10, "fid": 5.0, "is": {"mean": 2.0}}, {"step": 20, "fid": 4.0}]
 
 
+def test_evaluating_an_older_checkpoint_hides_no_later_metrics():
+    # `gankit eval RUN/checkpoints/step_001500.pt` after `gankit eval RUN` (step 2000) appends a smaller step.
+    from gankit.viz.report import metric_history
+
+    records = [{"step": 500, "fid": 9.0, "origin": "training"}, {"step": 1000, "fid": 8.0, "origin": "training"},
+               {"step": 500, "fid": 8.5, "origin": "training"},  # a resumed run redid step 500: 1000 is gone
+               {"step": 2000, "fid": 4.0, "origin": "eval"}, {"step": 1500, "fid": 6.0, "origin": "eval"},
+               {"step": 500, "kid": 0.1, "origin": "eval"}]
+    assert [(r["step"], r.get("fid"), r.get("kid")) for r in metric_history(records)] == [
+        (500, 8.5, 0.1), (1500, 6.0, None), (2000, 4.0, None)]
+
+
 @pytest.mark.parametrize("name, direction", [
     ("fid", "lower"), ("kid", "lower"), ("kid.mean", "lower"), ("kid.std", None), ("swd.64", "lower"),
     ("swd.avg", "lower"), ("fd_fmnist", "lower"), ("kid_fmnist", "lower"), ("is", "higher"), ("is.mean", "higher"),

@@ -91,6 +91,17 @@ def drop_superseded(records: list[dict], merge_same_step: bool) -> list[dict]:
     return kept
 
 
+def metric_history(records: list[dict]) -> list[dict]:
+    """metrics.jsonl as the run now stands, by step. Training's own evaluations are superseded as the
+    stats are (a resumed run redoes them); a user's `gankit eval` lines never are: evaluating an older
+    checkpoint file appends a smaller step after larger ones, and must not hide them."""
+    training = drop_superseded([r for r in records if r.get("origin") != "eval"], merge_same_step=True)
+    by_step: dict[int, dict] = {}
+    for record in sorted(training + [r for r in records if r.get("origin") == "eval"], key=lambda r: r["step"]):
+        by_step[record["step"]] = {**by_step.get(record["step"], {}), **record}
+    return list(by_step.values())
+
+
 def _number(value) -> float | None:
     """A finite float, or None for anything else (NaN, infinities, strings, booleans, nested values)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -119,7 +130,7 @@ def read_run(run_dir: Path) -> RunContents:
     stats, contents.skipped_lines["stats.jsonl"] = read_jsonl(run_dir / "stats.jsonl")
     metrics, contents.skipped_lines["metrics.jsonl"] = read_jsonl(run_dir / "metrics.jsonl")
     contents.stats = drop_superseded(stats, merge_same_step=False)
-    contents.metrics = drop_superseded(metrics, merge_same_step=True)
+    contents.metrics = metric_history(metrics)
     sample_dir = run_dir / "samples"
     if sample_dir.is_dir():
         found = [(int(m.group(1)), p) for p in sample_dir.iterdir() if (m := SAMPLE_PATTERN.match(p.name))]
