@@ -17,10 +17,11 @@ import torch
 
 from conftest import tiny_train_args
 from fixtures import make_mnist_idx
-from gankit.checkpoint import checkpoint_path, list_checkpoints, load_training_state
+from gankit.checkpoint import checkpoint_path, load_training_state
 from gankit.device import resolve_precision
 from gankit.training.distributed import Replica
 from test_distributed import copy_until, torchrun_command, worker_env
+from test_training import assert_same_tensors, final_state
 
 pytestmark = pytest.mark.cuda
 
@@ -38,25 +39,6 @@ def fake_fmnist(tmp_path_factory) -> Path:
 
 def cuda_args(out: Path, data: Path, preset: str = "dcgan-fashion-mnist", steps: int = 4, extra=()) -> list[str]:
     return [*tiny_train_args(out, preset, steps, [f"data.path={data}", *extra]), "--device", "cuda"]
-
-
-def final_state(run: Path) -> dict:
-    return load_training_state(list_checkpoints(run)[-1])
-
-
-def assert_same_tensors(a, b, path=""):
-    if isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), f"{path} differs"
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), path
-        for k in a:
-            assert_same_tensors(a[k], b[k], f"{path}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_same_tensors(x, y, f"{path}[{i}]")
-    else:
-        assert a == b, f"{path}: {a} != {b}"
 
 
 def largest_difference(a: dict, b: dict) -> float:

@@ -27,6 +27,7 @@ def assert_same_tensors(a, b, path=""):
         for k in a:
             assert_same_tensors(a[k], b[k], f"{path}.{k}")
     elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
         for i, (x, y) in enumerate(zip(a, b)):
             assert_same_tensors(x, y, f"{path}[{i}]")
     else:
