@@ -79,3 +79,26 @@ def test_changed_frozen_keys():
     a = cfg.load("dcgan-fashion-mnist")
     b = cfg.load("dcgan-fashion-mnist", ["model.g_channels=32", "train.steps=9"])
     assert cfg.changed_frozen_keys(a, b) == ["model.g_channels"]
+
+
+@pytest.mark.parametrize("setting, key", [("loss.r1_gamma=-1", "loss.r1_gamma"), ("loss.r2_gamma=-0.5", "loss.r2_gamma"),
+                                          ("loss.reg_every=0", "loss.reg_every"), ("loss.lecam=-0.1", "loss.lecam")])
+def test_negative_penalty_weights_and_reg_every_below_one_are_refused(setting, key, tmp_path, run_cli):
+    with pytest.raises(GankitError, match=key.replace(".", r"\.")):
+        cfg.load("dcgan-fashion-mnist", [setting])
+    code, _, err = run_cli("train", "dcgan-fashion-mnist", "--out", tmp_path / "run", "--set", setting)
+    assert code == 2 and key in err and "Traceback" not in err and not (tmp_path / "run").exists()
+
+
+def test_r1_with_compile_is_refused():
+    with pytest.raises(GankitError, match="train.compile.*loss.r1_gamma"):
+        cfg.load("dcgan-fashion-mnist", ["loss.r1_gamma=1.0", "train.compile=true"])
+
+
+@pytest.mark.parametrize("key", ["model.d_spectral_norm", "model.g_spectral_norm"])
+def test_spectral_norm_on_pgan_is_refused_before_training(key, tmp_path, run_cli):
+    assert cfg.load("dcgan-fashion-mnist", [f"{key}=true"]).model.model_dump()[key.split(".")[1]] is True
+    with pytest.raises(GankitError, match=f"{key} is not supported by model.arch pgan"):
+        cfg.load("pgan-fashion-mnist", [f"{key}=true"])
+    code, _, err = run_cli("train", "pgan-fashion-mnist", "--out", tmp_path / "run", "--set", f"{key}=true")
+    assert code == 2 and key in err and "Traceback" not in err and not (tmp_path / "run").exists()

@@ -26,7 +26,15 @@ from gankit.training.distributed import Replica
 
 # No batch norm (mlp), the gradient penalty (wgan-gp), flips and two critic updates per step, so every
 # global draw (data order, flips, latents, penalty weights) is exercised. Checkpoints at steps 3 and 6.
+# Spectral norm on both networks: each rank's power iterations must keep u, v equal to one process's.
 EQUIVALENCE_SETTINGS = ["model.arch=mlp", "data.hflip=true", "train.n_critic=2", "train.checkpoint_every=3",
+                        "model.d_spectral_norm=true", "model.g_spectral_norm=true",
+                        # R1/R2 (autograd.grad through DDP, lazily) and LeCam, whose EMAs use the global means.
+                        # The drift term gives D's last bias a real gradient: WGAN-GP gives it none, nor LeCam
+                        # at its first update (EMAs = the batch's means), and Adam's first step would turn
+                        # the rounding noise left there into steps of size lr.
+                        "loss.r1_gamma=1.0", "loss.r2_gamma=1.0", "loss.reg_every=2", "loss.lecam=0.1",
+                        "loss.drift=0.001",
                         "train.log_every=3", "train.sample_every=3", "train.g_lr=0.001", "train.d_lr=0.001"]
 STEPS = 6
 # Progressive GAN: scales of 2, 3 and 3 steps, 2 of them fading in; 4 images per rank at every scale, so
@@ -98,6 +106,9 @@ def assert_states_close(a: dict, b: dict) -> None:
     assert a["step"] == b["step"] and a["images_seen"] == b["images_seen"]
     assert a["data"] == b["data"]
     assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+    assert (a["lecam"] is None) == (b["lecam"] is None)
+    if a["lecam"] is not None:  # LeCam's EMAs of D's means, from the global batch on every rank
+        torch.testing.assert_close(a["lecam"]["ema"], b["lecam"]["ema"], atol=TOLERANCE, rtol=0, msg="lecam")
 
 
 def largest_change(a: dict, b: dict) -> float:
@@ -179,7 +190,7 @@ def test_two_processes_follow_one_process_with_the_global_batch(reference, two_p
     assert len(ddp_stats) == len(one_stats) == 2
     for line_ddp, line_one in zip(ddp_stats, one_stats):
         a, b = json.loads(line_ddp), json.loads(line_one)
-        for key in ("d_loss", "g_loss", "gp", "d_real", "d_fake"):
+        for key in ("d_loss", "g_loss", "gp", "d_real", "d_fake", "r1", "r2", "lecam"):
             assert a[key] == pytest.approx(b[key], abs=1e-5), key
 
 

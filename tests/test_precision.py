@@ -58,6 +58,31 @@ def test_scaled_penalty_equals_the_unscaled_one():
     torch.testing.assert_close(scaled_grad, plain_grad, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("which", ["r1", "r2"])
+def test_fp16_r1_r2_equal_the_fp32_penalty_up_to_rounding(which):
+    """The same recipe for R1/R2: scaled under fp16 autocast, the penalty and its gradient match fp32's
+    (an unscaled fp16 gradient of this size would be off by the scale, or underflow)."""
+    from gankit.config import LossConfig
+
+    torch.manual_seed(0)
+    D = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.LeakyReLU(0.2), torch.nn.Flatten(),
+                            torch.nn.Linear(4 * 6 * 6, 1))
+    real, fake = torch.randn(8, 1, 8, 8), torch.randn(8, 1, 8, 8)
+    cfg = LossConfig(kind="nsgan", **{f"{which}_gamma": 10.0})
+    plain_loss, plain = losses.discriminator_loss(cfg, D, real, fake)
+    (plain_grad,) = torch.autograd.grad(plain_loss, D[0].weight)
+    # 1024, not the scaler's initial 65536: that one overflows fp16 (max 65504) and the scaler would skip the step.
+    with torch.autocast("cpu", dtype=torch.float16):
+        scaled_loss, scaled = losses.discriminator_loss(cfg, D, real, fake, loss_scale=torch.tensor(1024.0))
+    (scaled_grad,) = torch.autograd.grad(scaled_loss, D[0].weight)
+    assert plain[which].item() > 0.01
+    torch.testing.assert_close(scaled[which], plain[which], rtol=1e-2, atol=1e-4)
+    torch.testing.assert_close(scaled_grad, plain_grad, rtol=2e-2, atol=1e-3)
+    # Scaled without autocast, it equals the plain penalty to float32 rounding.
+    exact = losses.discriminator_loss(cfg, D, real, fake, loss_scale=torch.tensor(65536.0))[1][which]
+    torch.testing.assert_close(exact, plain[which], rtol=1e-5, atol=1e-6)
+
+
 def test_disabled_scalers_pass_everything_through():
     precision = Precision("bf16", torch.device("cpu"))
     assert precision.penalty_scale() is None and precision.state_dict() is None

@@ -62,6 +62,10 @@ def test_training_writes_every_artifact(tmp_path, run_cli):
     ("dcgan-fashion-mnist", []),
     ("wgangp-fashion-mnist", ["train.n_critic=2"]),
     ("wgan-fashion-mnist", ["train.n_critic=2"]),
+    # Spectral norm: its power-iteration vectors u, v are buffers of G and D, saved and restored.
+    ("dcgan-fashion-mnist", ["model.d_spectral_norm=true", "model.g_spectral_norm=true"]),
+    # Lazy R1 every 3rd D update (the counter must come from the saved step) and LeCam's EMAs.
+    ("dcgan-fashion-mnist", ["loss.r1_gamma=1.0", "loss.reg_every=3", "loss.lecam=0.1", "train.n_critic=2"]),
 ])
 def test_resume_is_bit_identical(tmp_path, run_cli, preset, extra):
     straight, split = tmp_path / "straight", tmp_path / "split"
@@ -71,10 +75,38 @@ def test_resume_is_bit_identical(tmp_path, run_cli, preset, extra):
     assert code == 0 and "resumed" in out and "at step 4" in out
     a, b = final_state(straight), final_state(split)
     assert a["step"] == b["step"] == 8
-    for key in ("G", "D", "G_ema", "opt_g", "opt_d", "data", "rng"):
+    for key in ("G", "D", "G_ema", "opt_g", "opt_d", "data", "rng", "lecam"):
         assert_same_tensors(a[key], b[key], key)
+    assert (a["lecam"] is not None) == ("loss.lecam=0.1" in extra)
     # And the exported generators agree too.
     assert (straight / "generator.safetensors").read_bytes() == (split / "generator.safetensors").read_bytes()
+
+
+def test_lazy_r1_and_lecam_are_logged_on_the_updates_that_compute_them(tmp_path, run_cli):
+    run = tmp_path / "run"
+    settings = ["loss.r1_gamma=0.1", "loss.r2_gamma=0.1", "loss.reg_every=2", "loss.lecam=0.1", "train.log_every=1"]
+    assert run_cli(*tiny_train_args(run, steps=4, extra=settings))[0] == 0
+    stats = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
+    # D updates 0 and 2 (steps 1 and 3) are regularized; LeCam runs at every one.
+    assert [("r1" in s, "r2" in s, "lecam" in s) for s in stats] == [(True, True, True), (False, False, True)] * 2
+    assert all(s["r1"] > 0 and s["r2"] > 0 for s in stats[::2])
+    # Logged every 2 steps, r1 is the mean over the one update that computed it, not half of it.
+    again = tmp_path / "again"
+    assert run_cli(*tiny_train_args(again, steps=4, extra=[*settings[:-1], "train.log_every=2"]))[0] == 0
+    pairs = [json.loads(line) for line in (again / "stats.jsonl").read_text().splitlines()]
+    assert [p["r1"] for p in pairs] == pytest.approx([s["r1"] for s in stats[::2]], rel=1e-6)
+
+
+def test_a_checkpoint_without_lecam_state_resumes_afresh(tmp_path, run_cli):
+    run = tmp_path / "run"
+    assert run_cli(*tiny_train_args(run, steps=4, extra=["loss.lecam=0.1"]))[0] == 0
+    path = list_checkpoints(run)[-1]
+    state = load_training_state(path)
+    del state["lecam"]  # as written before LeCam existed
+    torch.save(state, path)
+    code, out, err = run_cli("train", run, "--set", "train.steps=6")
+    assert code == 0, err
+    assert "at step 4" in out and final_state(run)["lecam"]["ema"].shape == (2,)
 
 
 def test_every_objective_trains(tmp_path, run_cli):

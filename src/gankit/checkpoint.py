@@ -140,11 +140,13 @@ def load_state_into(module: nn.Module, state: dict, what: str, source: Path) -> 
 # ---- exported generator -------------------------------------------------------------------------
 
 def export_generator(run_dir: Path, generator: nn.Module, model_cfg: dict, data_cfg: dict, step: int) -> None:
-    """Writes generator.safetensors + generator.json into run_dir."""
+    """Writes generator.safetensors + generator.json into run_dir (spectral norm folded into the weights)."""
     from safetensors.torch import save
 
+    from gankit.models.spectral_norm import plain_state_dict
+
     run_dir = Path(run_dir)
-    weights = {k: v.detach().cpu().contiguous() for k, v in generator.state_dict().items()}
+    weights = {k: v.detach().cpu().contiguous() for k, v in plain_state_dict(generator).items()}
     meta = {"format": GENERATOR_FORMAT, "version": GENERATOR_VERSION, "step": step,
             "model": model_cfg, "data": data_cfg}
     # Serialized in memory, then written by Python: a failed write raises an OSError that names its cause.
@@ -186,13 +188,13 @@ def resolve_generator_files(source: str | Path) -> tuple[Path, Path]:
 _DTYPE_NAMES = {torch.float32: "F32", torch.int64: "I64", torch.float16: "F16", torch.bfloat16: "BF16"}
 
 
-def _expected_tensors(model_cfg, data_cfg) -> dict[str, tuple[tuple[int, ...], str]]:
-    """Name -> (shape, dtype name) of the generator a config describes, built on the meta device: a
-    description with huge sizes allocates nothing."""
+def _expected_tensors(model_cfg, data_cfg, parametrized: bool) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Name -> (shape, dtype name) of the generator a config describes (see build_generator for
+    `parametrized`), built on the meta device: a description with huge sizes allocates nothing."""
     from gankit.models import build_generator
 
     with torch.device("meta"):
-        generator = build_generator(model_cfg, data_cfg)
+        generator = build_generator(model_cfg, data_cfg, parametrized)
     return {k: (tuple(v.shape), _DTYPE_NAMES.get(v.dtype, str(v.dtype))) for k, v in generator.state_dict().items()}
 
 
@@ -254,8 +256,9 @@ def load_generator(source: str | Path, device: str | torch.device = "cpu"):
             stored = {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as err:
         raise GankitError(f"{weights_path} is not a readable safetensors file: {err}") from None
-    _check_tensors(stored, _expected_tensors(model_cfg, data_cfg), str(weights_path), json_path.name)
-    generator = build_generator(model_cfg, data_cfg)
+    # An export holds the plain network: spectral norm, if trained with it, is folded into the weights.
+    _check_tensors(stored, _expected_tensors(model_cfg, data_cfg, False), str(weights_path), json_path.name)
+    generator = build_generator(model_cfg, data_cfg, parametrized=False)
     weights = load_file(str(weights_path))
     load_state_into(generator, weights, "generator", weights_path)
     _check_progress(generator, weights_path)
@@ -283,8 +286,11 @@ def load_checkpoint_generator(path: str | Path, device: str | torch.device = "cp
         raise GankitError(f"{path} holds no valid step count (a damaged checkpoint?)")
     stored = {k: (tuple(v.shape), _DTYPE_NAMES.get(v.dtype, str(v.dtype))) for k, v in weights.items()}
     # The config's sizes are checked against the stored tensors before the generator is built for real.
-    _check_tensors(stored, _expected_tensors(config.model, config.data), f"{path} ({what})", "its config")
-    generator = build_generator(config.model, config.data)
+    # G_ema is the plain network (training/ema.py); G keeps its spectral-norm parametrization, if any.
+    parametrized = key == "G"
+    _check_tensors(stored, _expected_tensors(config.model, config.data, parametrized), f"{path} ({what})",
+                   "its config")
+    generator = build_generator(config.model, config.data, parametrized)
     load_state_into(generator, weights, what, path)
     _check_progress(generator, path)
     generator.to(device).eval()

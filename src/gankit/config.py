@@ -57,6 +57,18 @@ class ModelConfig(_Section):
     d_norm: Literal["auto", "batch", "layer", "none"] = "auto"  # auto: layer for wgan-gp, else batch
     # pgan only: channels per scale from 4x4 to data.resolution (null: 512 up to 32x32, then halving)
     depths: Optional[list[int]] = None
+    # dcgan and mlp: spectral normalization of every convolution and linear weight (docs/regularizers.md)
+    d_spectral_norm: bool = False
+    g_spectral_norm: bool = False
+
+    @model_validator(mode="after")
+    def _spectral_norm_needs_plain_layers(self) -> "ModelConfig":
+        used = [f"model.{k}" for k in ("d_spectral_norm", "g_spectral_norm") if getattr(self, k)]
+        if used and self.arch == "pgan":
+            # Equalized lr scales each weight by a constant at run time, which W / sigma(W) would cancel.
+            raise ValueError(f"{', '.join(used)} is not supported by model.arch pgan (its equalized-learning-rate "
+                             "layers would cancel it; see docs/regularizers.md): use dcgan or mlp, or set it to false")
+        return self
 
 
 class LossConfig(_Section):
@@ -64,6 +76,10 @@ class LossConfig(_Section):
     gp_weight: float = Field(10.0, ge=0.0)  # wgan-gp: weight of the gradient penalty
     clip: float = Field(0.01, gt=0.0)  # wgan: critic weights are clipped to [-clip, clip]
     drift: float = Field(0.0, ge=0.0)  # weight of drift * D(real)^2 (Progressive GAN uses 0.001)
+    r1_gamma: float = Field(0.0, ge=0.0)  # R1: gamma/2 * E ||grad D(real)||^2 (0: off; see docs/regularizers.md)
+    r2_gamma: float = Field(0.0, ge=0.0)  # R2: the same on (detached) fakes
+    reg_every: int = Field(1, ge=1)  # lazy R1/R2: on every k-th discriminator update, weighted by k
+    lecam: float = Field(0.0, ge=0.0)  # weight of the LeCam term (EMAs of D's outputs; 0: off)
     label_smoothing: float = Field(0.0, ge=0.0, lt=0.5)  # gan/nsgan: D's real target is 1 - this (one-sided)
     sigmoid_output: bool = False  # gan/nsgan: sigmoid on D then BCE on probabilities, as the tutorials write it
 
@@ -176,6 +192,9 @@ class Config(_Section):
         if self.train.compile and self.loss.kind == "wgan-gp":
             raise ValueError("train.compile cannot be used with loss.kind wgan-gp (the gradient penalty needs a "
                              "double backward, which compiled graphs do not support); set train.compile=false")
+        if self.train.compile and (self.loss.r1_gamma or self.loss.r2_gamma):
+            raise ValueError("train.compile cannot be used with loss.r1_gamma or loss.r2_gamma (the penalties need "
+                             "a double backward, which compiled graphs do not support); set train.compile=false")
         if self.data.source in PATH_SOURCES and not self.data.path:
             raise ValueError(f"data.source {self.data.source} needs data.path ({PATH_SOURCES[self.data.source]})")
         return self

@@ -1,10 +1,13 @@
 """The objectives and their regularizers, as small functions of discriminator outputs (raw scores).
 
-Every loss is a mean over the batch. `discriminator_loss` and `generator_loss` own the forward
+Every loss is a mean over the batch; LeCam, the one regularizer with state, is a small object whose
+state goes into the checkpoint. `discriminator_loss` and `generator_loss` own the forward
 passes, so the training loop does not know which objective it runs.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -83,6 +86,56 @@ def gradient_penalty(discriminator: nn.Module, real: torch.Tensor, fake: torch.T
     return ((norms - 1) ** 2).mean()
 
 
+def input_gradient_penalty(scores: torch.Tensor, inputs: torch.Tensor,
+                           loss_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """R1/R2's unweighted term: the batch mean of ||grad_x D(x)||^2, from scores of inputs that require grad.
+
+    Differentiable (create_graph=True), so one ordinary backward of the total loss trains D on it, also
+    under DDP. `loss_scale` (fp16): the same AMP recipe as gradient_penalty."""
+    total = scores.float().sum() if loss_scale is None else scores.float().sum() * loss_scale
+    (grad,) = torch.autograd.grad(total, inputs, create_graph=True)
+    if loss_scale is not None:
+        grad = grad.float() / loss_scale
+    return grad.float().flatten(1).square().sum(1).mean()
+
+
+def lazy_weight(reg_every: int, d_update: int) -> int:
+    """Lazy regularization (StyleGAN2): a penalty counts on every reg_every-th discriminator update
+    (d_update 0, reg_every, 2 * reg_every, ...), multiplied by reg_every to keep its average weight; else 0."""
+    return reg_every if d_update % reg_every == 0 else 0
+
+
+class LeCam:
+    """LeCam regularization (Tseng et al. 2021) and its state: EMAs of D's mean scores on real and fake.
+
+    The term is mean (D(real) - ema_fake)^2 + mean (D(fake) - ema_real)^2. The EMAs are updated first,
+    each discriminator update, as the authors' code does; the first update sets them to the means (their
+    code also starts the averages from the current values). `average` maps this process's means to the
+    means over every rank (under DDP), so that all ranks hold the same state."""
+
+    def __init__(self, decay: float = 0.99, average: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        self.decay = decay
+        self.average = average or (lambda means: means)
+        self.ema: torch.Tensor | None = None  # [ema of mean D(real), ema of mean D(fake)], float32
+
+    def __call__(self, real_out: torch.Tensor, fake_out: torch.Tensor) -> torch.Tensor:
+        """Updates the EMAs with this batch's scores, then returns the (unweighted) term."""
+        means = self.average(torch.stack([real_out.detach().float().mean(), fake_out.detach().float().mean()]))
+        if self.ema is None:
+            self.ema = means.clone()
+        else:
+            self.ema = self.ema.to(means) * self.decay + means * (1 - self.decay)
+        ema_real, ema_fake = self.ema[0], self.ema[1]
+        return ((real_out.float() - ema_fake) ** 2).mean() + ((fake_out.float() - ema_real) ** 2).mean()
+
+    def state_dict(self) -> dict:
+        return {"ema": None if self.ema is None else self.ema.detach().cpu().clone()}
+
+    def load_state_dict(self, state: dict | None) -> None:
+        """None (a checkpoint from before LeCam existed, or without it): start afresh."""
+        self.ema = None if not state or state.get("ema") is None else state["ema"].float().clone()
+
+
 def drift_penalty(real_out: torch.Tensor) -> torch.Tensor:
     """Progressive GAN's drift term: mean D(real)^2, keeping critic scores near zero."""
     return (real_out.float() ** 2).mean()
@@ -97,22 +150,45 @@ def clip_weights(discriminator: nn.Module, clip: float) -> None:
 
 def discriminator_loss(cfg: LossConfig, discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor,
                        gp_eps: torch.Tensor | None = None, loss_scale: torch.Tensor | None = None,
+                       d_update: int = 0, lecam: LeCam | None = None,
                        ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The total discriminator loss and its parts (detached) for logging; fake must be detached.
-    gp_eps: the gradient penalty's interpolation weights (None: drawn by gradient_penalty);
-    loss_scale: fp16's current loss scale, for the penalty (see gradient_penalty)."""
-    real_out = discriminator(real).float()
-    fake_out = discriminator(fake).float()
+    """The total discriminator loss and its parts (detached, penalties unweighted) for logging; fake must be
+    detached. gp_eps: the gradient penalty's interpolation weights (None: drawn by gradient_penalty);
+    loss_scale: fp16's current loss scale, for the penalties (see gradient_penalty); d_update: the count
+    of discriminator updates before this one, for lazy R1/R2; lecam: its state, when loss.lecam > 0."""
+    if cfg.lecam > 0 and lecam is None:  # a caller's bug: the term would be silently missing
+        raise ValueError("loss.lecam > 0 needs its state: pass lecam=LeCam()")
+    lazy = lazy_weight(cfg.reg_every, d_update)
+    use_r1, use_r2 = cfg.r1_gamma > 0 and lazy > 0, cfg.r2_gamma > 0 and lazy > 0
+    # R1/R2 differentiate the scores of this same forward pass with respect to its inputs: it saves a
+    # forward, and under DDP it calls a batch-norm D no more often before the one backward than the loss
+    # alone does (more calls can raise an in-place error on CUDA, docs/distributed.md).
+    if use_r1:
+        real = real.detach().requires_grad_(True)
+    if use_r2:
+        fake = fake.detach().requires_grad_(True)
+    real_scores, fake_scores = discriminator(real), discriminator(fake)
+    real_out, fake_out = real_scores.float(), fake_scores.float()
     loss = d_loss_terms(cfg.kind, real_out, fake_out, cfg.label_smoothing, cfg.sigmoid_output)
     stats = {"d_loss": loss.detach(), "d_real": real_out.detach().mean(), "d_fake": fake_out.detach().mean()}
     if cfg.kind == "wgan-gp" and cfg.gp_weight > 0:
-        penalty = gradient_penalty(discriminator, real, fake, gp_eps, loss_scale)
+        penalty = gradient_penalty(discriminator, real.detach(), fake.detach(), gp_eps, loss_scale)
         loss = loss + cfg.gp_weight * penalty
         stats["gp"] = penalty.detach()
+    for name, used, gamma, scores, inputs in (("r1", use_r1, cfg.r1_gamma, real_scores, real),
+                                              ("r2", use_r2, cfg.r2_gamma, fake_scores, fake)):
+        if used:
+            penalty = input_gradient_penalty(scores, inputs, loss_scale)
+            loss = loss + (gamma / 2 * lazy) * penalty
+            stats[name] = penalty.detach()
     if cfg.drift > 0:
         drift = drift_penalty(real_out)
         loss = loss + cfg.drift * drift
         stats["drift"] = drift.detach()
+    if cfg.lecam > 0:
+        term = lecam(real_out, fake_out)
+        loss = loss + cfg.lecam * term
+        stats["lecam"] = term.detach()
     return loss, stats
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from gankit.config import DataConfig, ModelConfig
+from gankit.models.spectral_norm import apply_spectral_norm
 
 
 def output_shape(data: DataConfig) -> tuple[int, ...]:
@@ -12,7 +13,15 @@ def output_shape(data: DataConfig) -> tuple[int, ...]:
     return (2,) if data.is_toy else (data.channels, data.resolution, data.resolution)
 
 
-def build_generator(model: ModelConfig, data: DataConfig) -> nn.Module:
+def build_generator(model: ModelConfig, data: DataConfig, parametrized: bool = True) -> nn.Module:
+    """parametrized=False: without spectral norm whatever the config says (the EMA generator's and exports' form)."""
+    generator = _build_generator(model, data)
+    if model.g_spectral_norm and parametrized:
+        apply_spectral_norm(generator)
+    return generator
+
+
+def _build_generator(model: ModelConfig, data: DataConfig) -> nn.Module:
     if model.arch == "pgan":
         from gankit.models.pgan import PGANGenerator
 
@@ -30,6 +39,11 @@ def build_generator(model: ModelConfig, data: DataConfig) -> nn.Module:
 
 def build_discriminator(model: ModelConfig, data: DataConfig, norm: str) -> nn.Module:
     """`norm` is the resolved discriminator normalization: batch, layer or none (pgan has none)."""
+    discriminator = _build_discriminator(model, data, norm)
+    return apply_spectral_norm(discriminator) if model.d_spectral_norm else discriminator
+
+
+def _build_discriminator(model: ModelConfig, data: DataConfig, norm: str) -> nn.Module:
     if model.arch == "pgan":
         from gankit.models.pgan import PGANDiscriminator
 

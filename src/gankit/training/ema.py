@@ -1,16 +1,32 @@
-"""Exponential moving average of the generator's weights."""
+"""Exponential moving average of the generator's weights.
+
+With spectral normalization on G, G computes with W / sigma(W), not with its raw weights W: averaging W
+(and u, v) and normalizing afterwards is not the average of what G computed with. So the EMA copy is
+the plain network (no parametrization), and what it averages is G's normalized weights."""
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
+from gankit.models.spectral_norm import is_spectrally_normalized, plain_state_dict
 
-def make_ema(generator: nn.Module) -> nn.Module:
-    ema = copy.deepcopy(generator).eval()
-    ema.requires_grad_(False)
+
+def make_ema(generator: nn.Module, build_plain: Callable[[], nn.Module] | None = None) -> nn.Module:
+    """A frozen copy in eval mode; with spectral norm, build_plain()'s plain network with G's normalized weights."""
+    if not is_spectrally_normalized(generator):
+        ema = copy.deepcopy(generator)
+    else:
+        # Not a deep copy with the parametrizations removed: a copy shares G's parametrized class, and
+        # removing them from it would strip G too. Built on the meta device, the plain network allocates
+        # nothing and draws nothing from the run's random stream; `assign` takes the copies' device and layout.
+        with torch.device("meta"):
+            ema = build_plain()
+        ema.load_state_dict({k: v.detach().clone() for k, v in plain_state_dict(generator).items()}, assign=True)
+    ema.eval().requires_grad_(False)
     return ema
 
 
@@ -23,9 +39,11 @@ def ema_decay(decay: float, step: int) -> float:
 
 @torch.no_grad()
 def update_ema(ema: nn.Module, generator: nn.Module, decay: float) -> None:
-    """ema <- decay * ema + (1 - decay) * generator for parameters; buffers (batch norm running
-    statistics) are copied, since averaging statistics of different weights means nothing."""
-    ema_params = list(ema.parameters())
-    torch._foreach_lerp_(ema_params, [p.detach() for p in generator.parameters()], 1.0 - decay)
-    for ema_buffer, buffer in zip(ema.buffers(), generator.buffers()):
-        ema_buffer.copy_(buffer)
+    """ema <- decay * ema + (1 - decay) * generator for parameters (normalized weights where G has spectral
+    norm); buffers (batch norm running statistics) are copied, since averaging statistics of different
+    weights means nothing."""
+    source = plain_state_dict(generator)
+    names = [name for name, _ in ema.named_parameters()]
+    torch._foreach_lerp_([p for _, p in ema.named_parameters()], [source[n].detach() for n in names], 1.0 - decay)
+    for name, ema_buffer in ema.named_buffers():
+        ema_buffer.copy_(source[name])

@@ -20,6 +20,7 @@ from gankit.device import resolve_device
 from gankit.errors import GankitError
 from gankit.files import atomic_write
 from gankit.models import build_discriminator, build_generator
+from gankit.models.spectral_norm import plain_state_dict
 from gankit.losses_gdpp import generator_loss_with_gdpp
 from gankit.training import distributed
 from gankit.training.ema import ema_decay, make_ema, update_ema
@@ -114,11 +115,15 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
     layout = memory_format(config)
     G = build_generator(config.model, config.data).to(device, memory_format=layout)
     D = build_discriminator(config.model, config.data, discriminator_norm(config)).to(device, memory_format=layout)
-    G_ema = make_ema(G) if tcfg.ema is not None else None
+    G_ema = (make_ema(G, lambda: build_generator(config.model, config.data, parametrized=False))
+             if tcfg.ema is not None else None)
     opt_g = make_optimizer(config, G.parameters(), tcfg.g_lr)
     opt_d = make_optimizer(config, D.parameters(), tcfg.d_lr)
     step, images_seen = 0, 0
     precision = Precision(tcfg.precision, device)
+    # LeCam's EMAs average D's means over the ranks, so every rank holds the same state.
+    lecam = (losses.LeCam(average=lambda means: replica.mean_over_ranks({"lecam": means})["lecam"])
+             if config.loss.lecam > 0 else None)
 
     # The world size goes into log.txt: a run's images/s and batch norm statistics depend on it.
     processes = f" ({replica.world_size} processes under torchrun)" if replica.is_distributed else ""
@@ -126,7 +131,8 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
         load_state_into(G, state["G"], "generator", resume_from)
         load_state_into(D, state["D"], "discriminator", resume_from)
         if G_ema is not None:
-            load_state_into(G_ema, state["G_ema"] if state.get("G_ema") is not None else state["G"],
+            # A run that had no EMA generator starts it from G (in its plain form, see training/ema.py).
+            load_state_into(G_ema, state["G_ema"] if state.get("G_ema") is not None else plain_state_dict(G),
                             "EMA generator", resume_from)
         saved_optimizer = state["config"]["train"].get("optimizer", "adam")
         if saved_optimizer != tcfg.optimizer:
@@ -143,6 +149,8 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
                     group["betas"] = tuple(tcfg.betas)
         batches.load_state_dict(state["data"])
         precision.load_state_dict(state.get("scalers"))
+        if lecam is not None:
+            lecam.load_state_dict(state.get("lecam"))  # None in checkpoints from before LeCam: start afresh
         torch.set_rng_state(state["rng"]["torch"])
         if device.type == "cuda":
             restore_cuda_rng(state["rng"].get("cuda") or [])
@@ -173,6 +181,7 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
 
         evaluator = replica.main_only_evaluator(lambda: PeriodicEvaluator(config, run_dir, device, writer))
     sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}  # updates behind each sum: lazy penalties are not computed at every one
     interval_start, interval_images = time.perf_counter(), 0
     last_saved_step = step if state is not None else -1
     checked_step = -1
@@ -189,7 +198,7 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
             checked_step = step
             return
         problems = []
-        bad_losses = [f"{k}={v.item() / count}" for k, v in sums.items() if not torch.isfinite(v).all()]
+        bad_losses = [f"{k}={v.item() / counts[k]}" for k, v in sums.items() if not torch.isfinite(v).all()]
         if bad_losses:
             problems.append(f"{', '.join(bad_losses)} (means over steps {step - count + 1}-{step})")
         broken = [name for name, t in named if not t.isfinite().all()]
@@ -228,6 +237,7 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
                 "G_ema": G_ema.state_dict() if G_ema is not None else None,
                 "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
                 "data": batches.state_dict(), "scalers": precision.state_dict(),
+                "lecam": lecam.state_dict() if lecam is not None else None,
                 "rng": {"torch": torch.get_rng_state(),
                         "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else []},
             })
@@ -259,14 +269,14 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
         return path
 
     def flush_stats() -> None:
-        nonlocal interval_start, interval_images, sums
+        nonlocal interval_start, interval_images, sums, counts
         sums = replica.mean_over_ranks(sums)  # the losses of every rank's share of the batch
         stop_if_diverged()
         if not replica.is_main:
-            sums, interval_start, interval_images = {}, time.perf_counter(), 0
+            sums, counts, interval_start, interval_images = {}, {}, time.perf_counter(), 0
             return
         elapsed = time.perf_counter() - interval_start
-        values = {k: v.item() / count for k, v in sums.items()}
+        values = {k: v.item() / counts[k] for k, v in sums.items()}
         record = {"step": step, "images_seen": images_seen, **values,
                   "img_per_s": interval_images / max(elapsed, 1e-9), "time": time.time()}
         with open(run_dir / "stats.jsonl", "a") as f:
@@ -276,12 +286,13 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
                 if k not in ("step", "time"):
                     writer.add_scalar(f"train/{k}", v, step)
         bar.set_postfix({k: f"{record[k]:.3g}" for k in ("d_loss", "g_loss", "img_per_s") if k in record})
-        sums, interval_start, interval_images = {}, time.perf_counter(), 0
+        sums, counts, interval_start, interval_images = {}, {}, time.perf_counter(), 0
 
     def accumulate(stats: dict[str, torch.Tensor]) -> None:
         # Kept as device tensors: reading values would synchronize with the device every step.
         for k, v in stats.items():
             sums[k] = sums[k] + v.float() if k in sums else v.float().clone()
+            counts[k] = counts.get(k, 0) + 1
 
     G.train()
     D.train()
@@ -312,11 +323,15 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
                     with autocast:
                         with torch.set_grad_enabled(last):  # the last fakes are reused by G's update
                             fake = G_run(z, progress.stage, progress.alpha) if progress else G_run(z)
+                        # d_update counts D's updates from the saved step alone, so lazy R1/R2 resume exactly.
                         d_loss, d_stats = losses.discriminator_loss(config.loss, D_run, real, fake.detach(),
                                                                     replica.penalty_epsilon(config.loss, real),
-                                                                    precision.penalty_scale())
+                                                                    precision.penalty_scale(),
+                                                                    d_update=step * tcfg.n_critic + critic_step,
+                                                                    lecam=lecam)
                     opt_d.zero_grad(set_to_none=True)
                     precision.update(precision.d_scaler, d_loss, opt_d, D.parameters(), tcfg.d_grad_clip)
+                    accumulate(precision.finite_stats(d_stats))  # every D update's, lazy penalties included
                     if config.loss.kind == "wgan":
                         losses.clip_weights(D, config.loss.clip)
                     images_seen += real.shape[0] * replica.world_size
@@ -336,7 +351,7 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
                     update_ema(G_ema, G, ema_decay(tcfg.ema, step))
                 step += 1
                 count += 1
-                accumulate(precision.finite_stats({**d_stats, **g_stats}))
+                accumulate(precision.finite_stats(g_stats))
                 bar.update(1)
 
                 # Log, sample, checkpoint.

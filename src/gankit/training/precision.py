@@ -1,10 +1,11 @@
 """Mixed precision for the training step: autocast, and for fp16 a gradient scaler per network.
 
 bf16 keeps fp32's exponent range, so it needs no loss scaling. fp16 does: small gradients underflow.
-fp16 follows PyTorch's AMP recipe, including its recipe for gradient penalties: the critic's scores are
-multiplied by the scale before `autograd.grad`, and the input gradients divided by it before the
-penalty is formed, so that the penalty's own backward pass is scaled like the rest of the loss. A step
-whose gradients overflowed is skipped by the scaler, which then lowers the scale.
+fp16 follows PyTorch's AMP recipe, including its recipe for gradient penalties (WGAN-GP's, R1 and R2 in
+losses.py): the critic's scores are multiplied by the scale before `autograd.grad`, and the input
+gradients divided by it before the penalty is formed, so that the penalty's own backward pass is
+scaled like the rest of the loss. A step whose gradients overflowed is skipped by the scaler, which
+then lowers the scale.
 
 With fp32 and bf16 the scalers are disabled GradScalers: they pass losses and steps through unchanged,
 so those runs compute exactly what they computed without this module.

@@ -32,7 +32,7 @@ INTERPOLATION_SEED = 0
 # stats.jsonl keys that are bookkeeping, not curves.
 STATS_BOOKKEEPING = {"step", "images_seen", "time"}
 LOSS_KEYS = ["d_loss", "g_loss"]
-PENALTY_KEYS = ["gp", "drift"]
+PENALTY_KEYS = ["gp", "drift", "r1", "r2", "lecam"]
 D_OUTPUT_KEYS = ["d_real", "d_fake"]
 THROUGHPUT_KEYS = ["img_per_s"]
 # metrics.jsonl keys that describe the evaluation rather than measure the generator: where and when it
