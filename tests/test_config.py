@@ -79,6 +79,9 @@ def test_changed_frozen_keys():
     a = cfg.load("dcgan-fashion-mnist")
     b = cfg.load("dcgan-fashion-mnist", ["model.g_channels=32", "train.steps=9"])
     assert cfg.changed_frozen_keys(a, b) == ["model.g_channels"]
+    # Augmentation changes what D learns from: frozen like the loss.
+    augmented = cfg.load("dcgan-fashion-mnist", ["augment.policy=diffaugment", "augment.ops=[translation]"])
+    assert cfg.changed_frozen_keys(a, augmented) == ["augment.policy", "augment.ops"]
 
 
 @pytest.mark.parametrize("setting, key", [("loss.r1_gamma=-1", "loss.r1_gamma"), ("loss.r2_gamma=-0.5", "loss.r2_gamma"),

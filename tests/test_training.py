@@ -66,6 +66,8 @@ def test_training_writes_every_artifact(tmp_path, run_cli):
     ("dcgan-fashion-mnist", ["model.d_spectral_norm=true", "model.g_spectral_norm=true"]),
     # Lazy R1 every 3rd D update (the counter must come from the saved step) and LeCam's EMAs.
     ("dcgan-fashion-mnist", ["loss.r1_gamma=1.0", "loss.reg_every=3", "loss.lecam=0.1", "train.n_critic=2"]),
+    # DiffAugment draws from the default generator, whose state the checkpoint saves; R1 through it.
+    ("dcgan-fashion-mnist", ["augment.policy=diffaugment", "loss.r1_gamma=1.0"]),
 ])
 def test_resume_is_bit_identical(tmp_path, run_cli, preset, extra):
     straight, split = tmp_path / "straight", tmp_path / "split"

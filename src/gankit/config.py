@@ -143,6 +143,24 @@ class TrainConfig(_Section):
         return value
 
 
+AUGMENT_OPS = ("color", "translation", "cutout")  # DiffAugment's ops (Zhao et al. 2020), in their order
+
+
+class AugmentConfig(_Section):
+    # diffaugment: every image D sees, real and fake, augmented differentiably (docs/regularizers.md)
+    policy: Literal["none", "diffaugment"] = "none"
+    ops: list[Literal["color", "translation", "cutout"]] = Field(default_factory=lambda: list(AUGMENT_OPS))
+
+    @field_validator("ops")
+    @classmethod
+    def _ops_once_each(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError(f"give at least one op ({', '.join(AUGMENT_OPS)}), or set augment.policy none")
+        if len(set(value)) != len(value):
+            raise ValueError("each op may appear once")
+        return value
+
+
 class EvalConfig(_Section):
     every: int = Field(0, ge=0)  # evaluate every N steps (0: never during training)
     metrics: list[str] = Field(default_factory=list)  # names from METRIC_NAMES (docs/metrics.md)
@@ -165,6 +183,7 @@ class Config(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
 
     @field_validator("name")
@@ -187,6 +206,10 @@ class Config(_Section):
                     f"data.resolution {res} is not supported by dcgan: use a power of two from 16 to 256"
                 )
         self._check_pgan()
+        if self.augment.policy != "none" and (self.data.is_toy or self.model.arch == "pgan"):
+            what = f"data.source {self.data.source} (2-D points)" if self.data.is_toy else "model.arch pgan"
+            raise ValueError(f"augment.policy {self.augment.policy} augments images and does not support {what}: "
+                             "set augment.policy none")
         if self.train.steps is None and self.model.arch != "pgan":
             self.train.steps = DEFAULT_STEPS
         if self.train.compile and self.loss.kind == "wgan-gp":
@@ -231,8 +254,9 @@ class Config(_Section):
                              f"train.max_iter_at_scale {train.max_iter_at_scale}")
 
 
-# Keys that define the model or the data: changing them on resume would not continue the same run.
-FROZEN_ON_RESUME = ("seed", "data", "model", "loss")
+# Keys that define the model, the data or the objective (augmentation changes what D learns from):
+# changing them on resume would not continue the same run.
+FROZEN_ON_RESUME = ("seed", "data", "model", "loss", "augment")
 
 
 class _Loader(yaml.SafeLoader):

@@ -151,11 +151,13 @@ def clip_weights(discriminator: nn.Module, clip: float) -> None:
 def discriminator_loss(cfg: LossConfig, discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor,
                        gp_eps: torch.Tensor | None = None, loss_scale: torch.Tensor | None = None,
                        d_update: int = 0, lecam: LeCam | None = None,
+                       augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
                        ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The total discriminator loss and its parts (detached, penalties unweighted) for logging; fake must be
     detached. gp_eps: the gradient penalty's interpolation weights (None: drawn by gradient_penalty);
     loss_scale: fp16's current loss scale, for the penalties (see gradient_penalty); d_update: the count
-    of discriminator updates before this one, for lazy R1/R2; lecam: its state, when loss.lecam > 0."""
+    of discriminator updates before this one, for lazy R1/R2; lecam: its state, when loss.lecam > 0;
+    augment: applied to the real and the fake batch before D sees them (gankit.augment; None: none)."""
     if cfg.lecam > 0 and lecam is None:  # a caller's bug: the term would be silently missing
         raise ValueError("loss.lecam > 0 needs its state: pass lecam=LeCam()")
     lazy = lazy_weight(cfg.reg_every, d_update)
@@ -167,12 +169,20 @@ def discriminator_loss(cfg: LossConfig, discriminator: nn.Module, real: torch.Te
         real = real.detach().requires_grad_(True)
     if use_r2:
         fake = fake.detach().requires_grad_(True)
-    real_scores, fake_scores = discriminator(real), discriminator(fake)
+    # D sees augmented images; R1/R2 differentiate with respect to the images before augmentation,
+    # through it, as StyleGAN2-ADA's loss does.
+    augment = augment or (lambda images: images)
+    if cfg.kind == "wgan-gp" and cfg.gp_weight > 0 and gp_eps is None:
+        # Drawn before the augmentation's draws, in the order data-parallel training draws them.
+        gp_eps = penalty_epsilon(real.shape[0], real)
+    seen_real, seen_fake = augment(real), augment(fake)
+    real_scores, fake_scores = discriminator(seen_real), discriminator(seen_fake)
     real_out, fake_out = real_scores.float(), fake_scores.float()
     loss = d_loss_terms(cfg.kind, real_out, fake_out, cfg.label_smoothing, cfg.sigmoid_output)
     stats = {"d_loss": loss.detach(), "d_real": real_out.detach().mean(), "d_fake": fake_out.detach().mean()}
     if cfg.kind == "wgan-gp" and cfg.gp_weight > 0:
-        penalty = gradient_penalty(discriminator, real.detach(), fake.detach(), gp_eps, loss_scale)
+        # Interpolates between the images D saw, augmented ones included.
+        penalty = gradient_penalty(discriminator, seen_real.detach(), seen_fake.detach(), gp_eps, loss_scale)
         loss = loss + cfg.gp_weight * penalty
         stats["gp"] = penalty.detach()
     for name, used, gamma, scores, inputs in (("r1", use_r1, cfg.r1_gamma, real_scores, real),
@@ -192,7 +202,10 @@ def discriminator_loss(cfg: LossConfig, discriminator: nn.Module, real: torch.Te
     return loss, stats
 
 
-def generator_loss(cfg: LossConfig, discriminator: nn.Module,
-                   fake: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    loss = g_loss_term(cfg.kind, discriminator(fake).float(), cfg.sigmoid_output)
+def generator_loss(cfg: LossConfig, discriminator: nn.Module, fake: torch.Tensor,
+                   augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """G's loss and its value for logging; augment (fresh draws) is applied to the fakes, differentiably."""
+    seen_fake = augment(fake) if augment is not None else fake
+    loss = g_loss_term(cfg.kind, discriminator(seen_fake).float(), cfg.sigmoid_output)
     return loss, {"g_loss": loss.detach()}

@@ -12,6 +12,7 @@ import torch
 from tqdm import tqdm
 
 from gankit import losses
+from gankit.augment import build_augment
 from gankit.checkpoint import (checkpoint_path, export_generator, list_checkpoints, load_state_into,
                                load_training_state, prune_checkpoints, save_training_state)
 from gankit.config import Config, to_yaml
@@ -124,6 +125,8 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
     # LeCam's EMAs average D's means over the ranks, so every rank holds the same state.
     lecam = (losses.LeCam(average=lambda means: replica.mean_over_ranks({"lecam": means})["lecam"])
              if config.loss.lecam > 0 else None)
+    # Augmentation draws for the global batch and keeps this rank's part, as for the latents.
+    augment = build_augment(config.augment, replica.local_part, replica.world_size)
 
     # The world size goes into log.txt: a run's images/s and batch norm statistics depend on it.
     processes = f" ({replica.world_size} processes under torchrun)" if replica.is_distributed else ""
@@ -328,7 +331,7 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
                                                                     replica.penalty_epsilon(config.loss, real),
                                                                     precision.penalty_scale(),
                                                                     d_update=step * tcfg.n_critic + critic_step,
-                                                                    lecam=lecam)
+                                                                    lecam=lecam, augment=augment)
                     opt_d.zero_grad(set_to_none=True)
                     precision.update(precision.d_scaler, d_loss, opt_d, D.parameters(), tcfg.d_grad_clip)
                     accumulate(precision.finite_stats(d_stats))  # every D update's, lazy penalties included
@@ -343,7 +346,7 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
                     if growth is not None:
                         g_loss, g_stats = generator_loss_with_gdpp(config.loss, D_for_g, real, fake)
                     else:
-                        g_loss, g_stats = losses.generator_loss(config.loss, D_for_g, fake)
+                        g_loss, g_stats = losses.generator_loss(config.loss, D_for_g, fake, augment)
                 opt_g.zero_grad(set_to_none=True)
                 precision.update(precision.g_scaler, g_loss, opt_g, G.parameters(), tcfg.g_grad_clip)
                 D.requires_grad_(True)

@@ -99,5 +99,5 @@ def _refuse_model_changes(saved: cfg.Config, requested: cfg.Config, source: Path
     if changed:
         raise GankitError(
             f"{source} was trained with a different {', '.join(changed)}; resuming may only change the "
-            "schedule (train.*, eval.*). Use a new --out for a different model, loss or data."
+            "schedule (train.*, eval.*). Use a new --out for a different model, loss, augmentation or data."
         )
