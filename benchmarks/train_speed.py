@@ -286,6 +286,11 @@ VARIANTS = {
     "fp32+compile": ["train.precision=fp32", "train.compile=true"],
     "bf16+cl+compile": ["train.precision=bf16", "train.channels_last=true", "train.compile=true"],
     "fp16+cl+compile": ["train.precision=fp16", "train.channels_last=true", "train.compile=true"],
+    # The modern regularizers' cost, each on top of bf16+cl (compare with bf16+cl of the same run):
+    "bf16+cl+sn": ["train.precision=bf16", "train.channels_last=true", "model.d_spectral_norm=true"],
+    "bf16+cl+r1": ["train.precision=bf16", "train.channels_last=true", "loss.r1_gamma=0.01"],
+    "bf16+cl+r1lazy": ["train.precision=bf16", "train.channels_last=true", "loss.r1_gamma=0.01", "loss.reg_every=16"],
+    "bf16+cl+diffaug": ["train.precision=bf16", "train.channels_last=true", "augment.policy=diffaugment"],
 }
 # On a GPU the CPU's sizes would time kernel launches, not arithmetic: 8192^3 and batch 256 at 32x32.
 PEAK_SIZES = {"cpu": {"n": 2048, "batch": 64, "size": 16}, "cuda": {"n": 8192, "batch": 256, "size": 32}}
