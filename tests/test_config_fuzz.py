@@ -16,8 +16,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from gankit.cli import main
-from gankit.config import Config, parse_override
-from gankit.metrics.registry import metric_names
+from gankit.config import METRIC_NAMES, Config, parse_override
 
 PRESET = "dcgan-fashion-mnist"
 FUZZ = settings(deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
@@ -126,7 +125,7 @@ VALID = {
     "train.grid_size": st.integers(1, 1024),
     "eval.every": st.integers(0, 10**9),
     "eval.num_samples": st.integers(1, 10**9),
-    "eval.metrics": st.lists(st.sampled_from(metric_names()), max_size=3, unique=True),
+    "eval.metrics": st.lists(st.sampled_from(METRIC_NAMES), max_size=3, unique=True),
 }
 
 

@@ -75,10 +75,6 @@ GROUP_FUNCTIONS = {
 }
 
 
-def metric_names() -> list[str]:
-    return list(METRICS)
-
-
 def parse_metric_names(names: str | list[str]) -> list[Metric]:
     """Metrics named in a comma-separated string or a list, in the order given, without repeats."""
     if isinstance(names, str):
