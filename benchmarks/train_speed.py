@@ -291,6 +291,9 @@ VARIANTS = {
     "bf16+cl+r1": ["train.precision=bf16", "train.channels_last=true", "loss.r1_gamma=0.01"],
     "bf16+cl+r1lazy": ["train.precision=bf16", "train.channels_last=true", "loss.r1_gamma=0.01", "loss.reg_every=16"],
     "bf16+cl+diffaug": ["train.precision=bf16", "train.channels_last=true", "augment.policy=diffaugment"],
+    # ADA at a fixed p = 0.5 (no adaptation): every op's draws, one resampling and one colour matrix per image.
+    "bf16+cl+ada": ["train.precision=bf16", "train.channels_last=true", "augment.policy=ada", "augment.p=0.5",
+                    "augment.target=null"],
 }
 # On a GPU the CPU's sizes would time kernel launches, not arithmetic: 8192^3 and batch 256 at 32x32.
 PEAK_SIZES = {"cpu": {"n": 2048, "batch": 64, "size": 16}, "cuda": {"n": 8192, "batch": 256, "size": 32}}

@@ -168,7 +168,6 @@ def test_the_generators_gradient_flows_through_the_augmentation():
     (["augment.policy=diffaugment", "augment.ops=[color, zoom]"], "augment.ops"),
     (["augment.policy=diffaugment", "augment.ops=[cutout, cutout]"], "augment.ops"),
     (["augment.policy=diffaugment", "augment.ops=[]"], "augment.ops"),
-    (["augment.policy=ada"], "augment.policy"),
     (["augment.policy=diffaugment", "data.source=toy-8gaussians", "model.arch=mlp"], "augment.policy"),
 ])
 def test_bad_augment_settings_exit_2_naming_the_key(settings, key, tmp_path, run_cli):

@@ -66,8 +66,18 @@ def test_every_preset_validates_and_round_trips(name):
 def test_required_presets_exist():
     required = {"dcgan-fashion-mnist", "gan-mlp-fashion-mnist", "lsgan-fashion-mnist", "wgan-fashion-mnist",
                 "wgangp-fashion-mnist", "wgangp-25gaussians", "gan-8gaussians", "dcgan-celeba-64",
-                "dcgan-lsun-bedroom-64", "wgangp-anime-64"}
+                "dcgan-lsun-bedroom-64", "wgangp-anime-64", "sngan-fashion-mnist", "wgangp-anime-64-ada",
+                "dcgan-celeba-64-ada"}
     assert required <= set(cfg.preset_names())
+
+
+def test_modern_presets_hold_their_recipes():
+    sngan = cfg.load("sngan-fashion-mnist")
+    assert (sngan.model.d_spectral_norm, sngan.model.d_norm, sngan.loss.kind) == (True, "none", "hinge")
+    assert (sngan.train.d_lr, sngan.train.betas, sngan.train.n_critic) == (1e-4, (0.5, 0.999), 1)
+    for name, kind in (("wgangp-anime-64-ada", "wgan-gp"), ("dcgan-celeba-64-ada", "nsgan")):
+        preset = cfg.load(name)
+        assert (preset.augment.policy, preset.augment.target, preset.loss.kind) == ("ada", 0.6, kind)
 
 
 def test_toy_source_needs_mlp():

@@ -68,6 +68,10 @@ def test_training_writes_every_artifact(tmp_path, run_cli):
     ("dcgan-fashion-mnist", ["loss.r1_gamma=1.0", "loss.reg_every=3", "loss.lecam=0.1", "train.n_critic=2"]),
     # DiffAugment draws from the default generator, whose state the checkpoint saves; R1 through it.
     ("dcgan-fashion-mnist", ["augment.policy=diffaugment", "loss.r1_gamma=1.0"]),
+    # ADA: p and the r_t accumulators in the checkpoint (an interval of 3 steps: the checkpoint at step 4
+    # falls inside one), with spectral norm and LeCam on.
+    ("dcgan-fashion-mnist", ["augment.policy=ada", "augment.p=0.3", "augment.interval=3",
+                             "augment.speed_images=1000", "model.d_spectral_norm=true", "loss.lecam=0.1"]),
 ])
 def test_resume_is_bit_identical(tmp_path, run_cli, preset, extra):
     straight, split = tmp_path / "straight", tmp_path / "split"
@@ -77,9 +81,10 @@ def test_resume_is_bit_identical(tmp_path, run_cli, preset, extra):
     assert code == 0 and "resumed" in out and "at step 4" in out
     a, b = final_state(straight), final_state(split)
     assert a["step"] == b["step"] == 8
-    for key in ("G", "D", "G_ema", "opt_g", "opt_d", "data", "rng", "lecam"):
+    for key in ("G", "D", "G_ema", "opt_g", "opt_d", "data", "rng", "lecam", "augment"):
         assert_same_tensors(a[key], b[key], key)
     assert (a["lecam"] is not None) == ("loss.lecam=0.1" in extra)
+    assert (a["augment"] is not None) == ("augment.policy=ada" in extra)
     # And the exported generators agree too.
     assert (straight / "generator.safetensors").read_bytes() == (split / "generator.safetensors").read_bytes()
 

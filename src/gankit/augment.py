@@ -12,6 +12,8 @@ from typing import Callable, Sequence
 
 import torch
 
+from gankit.ada import AdaptiveAugment
+
 TRANSLATION_RATIO = 1 / 8  # largest shift, as a fraction of the side
 CUTOUT_RATIO = 1 / 2  # side of the cut-out square, as a fraction of the image's side
 
@@ -133,8 +135,13 @@ def no_augment(x: torch.Tensor) -> torch.Tensor:
 
 
 def build_augment(augment_cfg, share: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                  world_size: int = 1) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The callable the losses apply to every image D sees, from the config's augment section."""
+                  world_size: int = 1, average: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                  device: torch.device | str = "cpu") -> Callable[[torch.Tensor], torch.Tensor]:
+    """The callable the losses apply to every image D sees, from the config's augment section. ADA
+    (gankit.ada) also takes `average` (a tensor's mean over the DDP ranks) and the device its p lives on."""
     if augment_cfg.policy == "diffaugment":
         return DiffAugment(augment_cfg.ops, share, world_size)
+    if augment_cfg.policy == "ada":
+        return AdaptiveAugment(augment_cfg.ada_ops, augment_cfg.p, augment_cfg.target, augment_cfg.speed_images,
+                               augment_cfg.interval, share, world_size, average, device)
     return no_augment

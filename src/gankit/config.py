@@ -144,21 +144,62 @@ class TrainConfig(_Section):
 
 
 AUGMENT_OPS = ("color", "translation", "cutout")  # DiffAugment's ops (Zhao et al. 2020), in their order
+# ADA's ops (Karras et al. 2020), in the order its pipeline applies them whatever the list's order:
+# pixel blitting, general geometry, colour, then cutout. The default is the paper's `bgc` set (all but cutout).
+ADA_OPS = ("xflip", "rotate90", "xint", "scale", "rotate", "aniso", "xfrac",
+           "brightness", "contrast", "lumaflip", "hue", "saturation", "cutout")
+ADA_DEFAULT_OPS = ADA_OPS[:-1]
+AdaOp = Literal["xflip", "rotate90", "xint", "scale", "rotate", "aniso", "xfrac",
+                "brightness", "contrast", "lumaflip", "hue", "saturation", "cutout"]
+# The keys only policy ada reads: given another value than the default under another policy, they are refused.
+ADA_KEYS = ("ada_ops", "p", "target", "speed_images", "interval")
+
+
+def _once_each(value: list[str], allowed: tuple[str, ...]) -> list[str]:
+    if not value:
+        raise ValueError(f"give at least one op ({', '.join(allowed)}), or set augment.policy none")
+    if len(set(value)) != len(value):
+        raise ValueError("each op may appear once")
+    return value
 
 
 class AugmentConfig(_Section):
-    # diffaugment: every image D sees, real and fake, augmented differentiably (docs/regularizers.md)
-    policy: Literal["none", "diffaugment"] = "none"
+    # diffaugment: every image D sees, real and fake, augmented differentiably; ada: StyleGAN2-ADA's
+    # pipeline, each op applied with probability p, p adapted to D's overfitting (docs/regularizers.md)
+    policy: Literal["none", "diffaugment", "ada"] = "none"
     ops: list[Literal["color", "translation", "cutout"]] = Field(default_factory=lambda: list(AUGMENT_OPS))
+    # policy ada only:
+    ada_ops: list[AdaOp] = Field(default_factory=lambda: list(ADA_DEFAULT_OPS))
+    p: float = Field(0.0, ge=0.0, le=1.0)  # initial probability of each op; the fixed one when target is null
+    # target of r_t = E[sign(D(real))] over each interval; null: p stays fixed at augment.p
+    target: Optional[float] = Field(0.6, gt=0.0, lt=1.0)
+    speed_images: int = Field(500000, ge=1)  # real images over which p can move from 0 to 1
+    interval: int = Field(4, ge=1)  # p is adjusted every this many generator steps
 
     @field_validator("ops")
     @classmethod
     def _ops_once_each(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ValueError(f"give at least one op ({', '.join(AUGMENT_OPS)}), or set augment.policy none")
-        if len(set(value)) != len(value):
-            raise ValueError("each op may appear once")
-        return value
+        return _once_each(value, AUGMENT_OPS)
+
+    @field_validator("ada_ops")
+    @classmethod
+    def _ada_ops_once_each(cls, value: list[str]) -> list[str]:
+        return _once_each(value, ADA_OPS)
+
+    @model_validator(mode="after")
+    def _keys_of_the_policy(self) -> "AugmentConfig":
+        # A key the policy does not read must not be silently ignored. The resolved config.yaml holds every
+        # default, so only a value other than the default is refused (a saved config always loads again).
+        defaults = AugmentConfig.model_construct()
+        foreign = [] if self.policy == "ada" else [k for k in ADA_KEYS if getattr(self, k) != getattr(defaults, k)]
+        if self.policy == "ada" and self.ops != list(AUGMENT_OPS):
+            foreign = ["ops"]
+        if foreign:
+            owner, hint = (("diffaugment", "ada's ops are augment.ada_ops") if foreign == ["ops"]
+                           else ("ada", "set augment.policy ada, or leave them out"))
+            raise ValueError(f"{', '.join('augment.' + k for k in foreign)}: read by augment.policy {owner} only, "
+                             f"not by {self.policy} ({hint})")
+        return self
 
 
 class EvalConfig(_Section):

@@ -60,6 +60,18 @@ def g_loss_term(kind: str, fake_out: torch.Tensor, sigmoid_output: bool = False)
     raise ValueError(f"unknown loss kind {kind!r}")
 
 
+def decision_boundary(kind: str, real_out: torch.Tensor, fake_out: torch.Tensor) -> torch.Tensor | float:
+    """The score between "real" and "fake" for ADA's r_t = E[sign(D(real) - boundary)]: 0 for the logistic
+    and hinge losses (the paper's sign(D(real))), 0.5 between LSGAN's targets 0 and 1. A Wasserstein critic's
+    scores have no fixed origin (its loss ignores a shift of all of them; a drift term pins D(real) near 0
+    whatever D has learnt), so its boundary is the midpoint of this batch's mean real and fake scores."""
+    if kind == "lsgan":
+        return 0.5
+    if kind in ("wgan", "wgan-gp"):
+        return (real_out.mean() + fake_out.mean()) / 2
+    return 0.0
+
+
 def penalty_epsilon(count: int, like: torch.Tensor) -> torch.Tensor:
     """WGAN-GP's interpolation weights e ~ U[0, 1), one per sample, shaped to broadcast over `like`."""
     return torch.rand(count, *([1] * (like.dim() - 1)), device=like.device, dtype=like.dtype)
@@ -157,7 +169,8 @@ def discriminator_loss(cfg: LossConfig, discriminator: nn.Module, real: torch.Te
     detached. gp_eps: the gradient penalty's interpolation weights (None: drawn by gradient_penalty);
     loss_scale: fp16's current loss scale, for the penalties (see gradient_penalty); d_update: the count
     of discriminator updates before this one, for lazy R1/R2; lecam: its state, when loss.lecam > 0;
-    augment: applied to the real and the fake batch before D sees them (gankit.augment; None: none)."""
+    augment: applied to the real and the fake batch before D sees them (gankit.augment; None: none); one
+    with an `observe_real_scores` method (ADA) is also handed D's scores on the reals."""
     if cfg.lecam > 0 and lecam is None:  # a caller's bug: the term would be silently missing
         raise ValueError("loss.lecam > 0 needs its state: pass lecam=LeCam()")
     lazy = lazy_weight(cfg.reg_every, d_update)
@@ -178,6 +191,9 @@ def discriminator_loss(cfg: LossConfig, discriminator: nn.Module, real: torch.Te
     seen_real, seen_fake = augment(real), augment(fake)
     real_scores, fake_scores = discriminator(seen_real), discriminator(seen_fake)
     real_out, fake_out = real_scores.float(), fake_scores.float()
+    observe = getattr(augment, "observe_real_scores", None)
+    if observe is not None:  # ADA measures D's overfitting by the signs of its scores on augmented reals
+        observe(real_out.detach() - decision_boundary(cfg.kind, real_out.detach(), fake_out.detach()))
     loss = d_loss_terms(cfg.kind, real_out, fake_out, cfg.label_smoothing, cfg.sigmoid_output)
     stats = {"d_loss": loss.detach(), "d_real": real_out.detach().mean(), "d_fake": fake_out.detach().mean()}
     if cfg.kind == "wgan-gp" and cfg.gp_weight > 0:

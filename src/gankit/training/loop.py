@@ -12,6 +12,7 @@ import torch
 from tqdm import tqdm
 
 from gankit import losses
+from gankit.ada import AdaptiveAugment
 from gankit.augment import build_augment
 from gankit.checkpoint import (checkpoint_path, export_generator, list_checkpoints, load_state_into,
                                load_training_state, prune_checkpoints, save_training_state)
@@ -125,8 +126,11 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
     # LeCam's EMAs average D's means over the ranks, so every rank holds the same state.
     lecam = (losses.LeCam(average=lambda means: replica.mean_over_ranks({"lecam": means})["lecam"])
              if config.loss.lecam > 0 else None)
-    # Augmentation draws for the global batch and keeps this rank's part, as for the latents.
-    augment = build_augment(config.augment, replica.local_part, replica.world_size)
+    # Augmentation draws for the global batch and keeps this rank's part, as for the latents; ADA's r_t is
+    # averaged over the ranks, so every rank holds the same p.
+    augment = build_augment(config.augment, replica.local_part, replica.world_size,
+                            lambda value: replica.mean_over_ranks({"ada": value})["ada"], device)
+    ada = augment if isinstance(augment, AdaptiveAugment) else None
 
     # The world size goes into log.txt: a run's images/s and batch norm statistics depend on it.
     processes = f" ({replica.world_size} processes under torchrun)" if replica.is_distributed else ""
@@ -154,6 +158,8 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
         precision.load_state_dict(state.get("scalers"))
         if lecam is not None:
             lecam.load_state_dict(state.get("lecam"))  # None in checkpoints from before LeCam: start afresh
+        if ada is not None:
+            ada.load_state_dict(state.get("augment"))  # None in checkpoints from before ADA: the config's p
         torch.set_rng_state(state["rng"]["torch"])
         if device.type == "cuda":
             restore_cuda_rng(state["rng"].get("cuda") or [])
@@ -228,6 +234,8 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
 
     def save_everything(final: bool = False) -> Path | None:
         nonlocal last_saved_step
+        if ada is not None:  # on every rank, so that rank 0's saved accumulators stand for all of them
+            ada.share_accumulators()
         if not replica.is_main:  # rank 0 saves; the others check the same weights
             stop_if_diverged()
             return None
@@ -241,6 +249,7 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
                 "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
                 "data": batches.state_dict(), "scalers": precision.state_dict(),
                 "lecam": lecam.state_dict() if lecam is not None else None,
+                "augment": ada.state_dict() if ada is not None else None,
                 "rng": {"torch": torch.get_rng_state(),
                         "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else []},
             })
@@ -273,6 +282,9 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
 
     def flush_stats() -> None:
         nonlocal interval_start, interval_images, sums, counts
+        if ada is not None:  # ADA's p (and r_t) as they stand now, the same on every rank
+            for k, v in ada.log_values().items():
+                sums[k], counts[k] = v, 1
         sums = replica.mean_over_ranks(sums)  # the losses of every rank's share of the batch
         stop_if_diverged()
         if not replica.is_main:
@@ -355,6 +367,8 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
                 step += 1
                 count += 1
                 accumulate(precision.finite_stats(g_stats))
+                if ada is not None:
+                    ada.end_generator_step(step)  # every augment.interval steps: p towards the target
                 bar.update(1)
 
                 # Log, sample, checkpoint.

@@ -35,6 +35,7 @@ LOSS_KEYS = ["d_loss", "g_loss"]
 PENALTY_KEYS = ["gp", "drift", "r1", "r2", "lecam"]
 D_OUTPUT_KEYS = ["d_real", "d_fake"]
 THROUGHPUT_KEYS = ["img_per_s"]
+AUGMENT_KEYS = ["augment_p", "ada_rt"]  # ADA's probability and its overfitting measure r_t, both in [-1, 1]
 # metrics.jsonl keys that describe the evaluation rather than measure the generator: where and when it
 # ran, and how many samples each metric used ("samples").
 METRICS_BOOKKEEPING = {"step", "num_samples", "samples", "time", "images_seen", "elapsed", "origin"}
@@ -153,11 +154,12 @@ def _series(records: list[dict], key: str, label: str | None = None, better: str
 
 
 def stats_charts(stats: list[dict]) -> list[Chart]:
-    """Losses, penalties, D outputs, throughput, then one chart per other numeric stats key."""
+    """Losses, penalties, D outputs, ADA's p and r_t, throughput, then one chart per other numeric stats key."""
     present = {k for record in stats for k, v in record.items() if _number(v) is not None} - STATS_BOOKKEEPING
     groups = [("losses", "Losses", "loss", LOSS_KEYS),
               ("penalties", "Regularizers (unweighted)", "value", PENALTY_KEYS),
               ("d_outputs", "Discriminator outputs (mean raw score)", "D(x)", D_OUTPUT_KEYS),
+              ("augment", "Adaptive augmentation (p, r_t = E[sign D(real)])", "value", AUGMENT_KEYS),
               ("throughput", "Throughput", "images / s", THROUGHPUT_KEYS)]
     charts = []
     for key, title, y_label, keys in groups:
