@@ -87,7 +87,7 @@ def test_toy_source_needs_mlp():
 
 def test_changed_frozen_keys():
     a = cfg.load("dcgan-fashion-mnist")
-    b = cfg.load("dcgan-fashion-mnist", ["model.g_channels=32", "train.steps=9"])
+    b = cfg.load("dcgan-fashion-mnist", ["model.g_channels=48", "train.steps=9"])
     assert cfg.changed_frozen_keys(a, b) == ["model.g_channels"]
     # Augmentation changes what D learns from: frozen like the loss.
     augmented = cfg.load("dcgan-fashion-mnist", ["augment.policy=diffaugment", "augment.ops=[translation]"])
