@@ -557,3 +557,15 @@ def test_bars_show_on_a_terminal_only(toy_run, monkeypatch, capsys):
     monkeypatch.setattr("sys.stderr", terminal)
     assert main(argv) == 0
     assert "generating" in terminal.getvalue() and "modes: " in terminal.getvalue()
+
+
+@needs_fashion_mnist
+def test_a_run_on_a_subset_is_scored_against_the_whole_test_set():
+    """data.max_images limits the training images; the test-split reference must not shrink with it
+    (it did: a run on 1,000 images had fd_fmnist computed against the first 1,000 test images only)."""
+    from gankit.config import DataConfig
+    from gankit.metrics.sources import load_real
+
+    subset = DataConfig(source="fashion-mnist", resolution=16, max_images=50)
+    assert len(load_real(None, subset, 120, "test", 0).data) == 120  # the test split, whole, then sampled
+    assert len(load_real(None, subset, 120, "train", 0).data) == 50  # what training saw

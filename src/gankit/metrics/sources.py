@@ -203,6 +203,9 @@ def load_real(spec: str | None, training_data: DataConfig | None, num: int, spli
     from gankit.data import load_images
 
     used_split = split if training_data.source in IDX_SOURCES else "train"
+    if used_split == "test":
+        # data.max_images limits what training saw; the held-out reference stays the whole test set.
+        training_data = training_data.model_copy(update={"max_images": None})
     images = load_images(training_data, used_split)
     if len(images) > num:
         images = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:num]]
