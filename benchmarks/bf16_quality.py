@@ -17,7 +17,6 @@ scored again rather than retrained (training continues an unfinished one).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -25,11 +24,9 @@ import sys
 import time
 from pathlib import Path
 
+from gankit_runs import gankit_command, score
+
 PRECISIONS = ("fp32", "bf16")
-
-
-def gankit_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "gankit", *args]
 
 
 def train_all(jobs: list[tuple[str, int, Path]], preset: str, steps: int | None, parallel: bool) -> dict:
@@ -57,13 +54,6 @@ def train_all(jobs: list[tuple[str, int, Path]], preset: str, steps: int | None,
         if code != 0:
             sys.exit(f"training {folder} failed with exit code {code}; see {folder.parent / (folder.name + '.train.log')}")
     return seconds
-
-
-def score(folder: Path) -> dict:
-    out = folder.parent / f"{folder.name}.fd_fmnist.json"
-    subprocess.run(gankit_command("eval", str(folder), "--metrics", "fd_fmnist", "--out", str(out), "--seed", "0"),
-                   check=True, stdout=subprocess.DEVNULL)
-    return json.loads(out.read_text())
 
 
 def main(argv=None) -> int:

@@ -26,16 +26,14 @@ import sys
 import time
 from pathlib import Path
 
+from gankit_runs import gankit_command, score
+
 # The overrides that select each policy; everything else is the preset's recipe.
 POLICIES = {
     "none": ["augment.policy=none"],
     "diffaugment": ["augment.policy=diffaugment"],  # color, translation, cutout
     "ada": ["augment.policy=ada"],  # the bgc pipeline, p adapted toward r_t = 0.6
 }
-
-
-def gankit_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "gankit", *args]
 
 
 def train_command(preset: str, folder: Path, images: int, policy: str, steps: int, extra: list[str]) -> list[str]:
@@ -68,13 +66,6 @@ def train_all(commands: dict[Path, list[str]], jobs: int) -> dict[Path, float]:
             seconds[folder] = time.perf_counter() - started
             print(f"trained {folder} in {seconds[folder] / 60:.1f} min", flush=True)
     return seconds
-
-
-def score(folder: Path) -> dict:
-    out = folder.parent / f"{folder.name}.fd_fmnist.json"
-    subprocess.run(gankit_command("eval", str(folder), "--metrics", "fd_fmnist", "--out", str(out), "--seed", "0"),
-                   check=True, stdout=subprocess.DEVNULL)
-    return json.loads(out.read_text())
 
 
 def final_p(folder: Path) -> float | None:

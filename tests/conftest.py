@@ -34,6 +34,39 @@ def tiny_train_args(out: Path, preset: str = "dcgan-fashion-mnist", steps: int =
     return args
 
 
+def tiny_image_gan():
+    """A seeded pair for gradient checks through augmentation: G maps 6 latents of 4 to 3x8x8 images, D
+    scores them; returns (G, D, z)."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    G = nn.Sequential(nn.Linear(4, 3 * 8 * 8), nn.Tanh(), nn.Unflatten(1, (3, 8, 8)))
+    D = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.LeakyReLU(0.2), nn.Flatten(), nn.Linear(4 * 8 * 8, 1))
+    return G, D, torch.randn(6, 4)
+
+
+def generator_gradient(G, run_loss) -> torch.Tensor:
+    """G's gradient, flattened, from the loss run_loss() builds."""
+    G.zero_grad()
+    run_loss().backward()
+    return torch.cat([p.grad.flatten() for p in G.parameters()])
+
+
+def resume_without_state(run: Path, run_cli, key: str) -> str:
+    """Deletes `key` from the run's last checkpoint (as a checkpoint written before that feature existed
+    would lack it), resumes the run to step 6, checks it succeeded from step 4; returns its stdout."""
+    from gankit.checkpoint import list_checkpoints, load_training_state
+
+    path = list_checkpoints(run)[-1]
+    state = load_training_state(path)
+    del state[key]
+    torch.save(state, path)
+    code, out, err = run_cli("train", run, "--set", "train.steps=6")
+    assert code == 0, err
+    assert "at step 4" in out
+    return out
+
+
 @pytest.fixture
 def run_cli(capsys):
     """Runs gankit's CLI in-process; returns (exit code, stdout, stderr)."""

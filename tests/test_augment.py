@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import needs_fashion_mnist, tiny_train_args
+from conftest import generator_gradient, needs_fashion_mnist, tiny_image_gan, tiny_train_args
 from gankit import augment as A
 from gankit import config as cfg
 from gankit import losses
@@ -133,15 +133,11 @@ def test_r1_differentiates_through_the_augmentation_to_the_reals():
 
 
 def test_the_generators_gradient_flows_through_the_augmentation():
-    torch.manual_seed(0)
-    G = nn.Sequential(nn.Linear(4, 3 * 8 * 8), nn.Tanh(), nn.Unflatten(1, (3, 8, 8)))
-    D = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.LeakyReLU(0.2), nn.Flatten(), nn.Linear(4 * 8 * 8, 1))
-    z, loss_cfg = torch.randn(6, 4), cfg.LossConfig()
+    G, D, z = tiny_image_gan()
+    loss_cfg = cfg.LossConfig()
 
     def g_grad(run_loss):
-        G.zero_grad()
-        run_loss().backward()
-        return torch.cat([p.grad.flatten() for p in G.parameters()])
+        return generator_gradient(G, run_loss)
 
     torch.manual_seed(5)
     through = g_grad(lambda: losses.generator_loss(loss_cfg, D, G(z), A.DiffAugment(cfg.AUGMENT_OPS))[0])

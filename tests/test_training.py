@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import needs_fashion_mnist, tiny_train_args
+from conftest import needs_fashion_mnist, resume_without_state, tiny_train_args
 from gankit.checkpoint import list_checkpoints, load_training_state
 
 pytestmark = needs_fashion_mnist
@@ -107,13 +107,8 @@ def test_lazy_r1_and_lecam_are_logged_on_the_updates_that_compute_them(tmp_path,
 def test_a_checkpoint_without_lecam_state_resumes_afresh(tmp_path, run_cli):
     run = tmp_path / "run"
     assert run_cli(*tiny_train_args(run, steps=4, extra=["loss.lecam=0.1"]))[0] == 0
-    path = list_checkpoints(run)[-1]
-    state = load_training_state(path)
-    del state["lecam"]  # as written before LeCam existed
-    torch.save(state, path)
-    code, out, err = run_cli("train", run, "--set", "train.steps=6")
-    assert code == 0, err
-    assert "at step 4" in out and final_state(run)["lecam"]["ema"].shape == (2,)
+    resume_without_state(run, run_cli, "lecam")  # as written before LeCam existed
+    assert final_state(run)["lecam"]["ema"].shape == (2,)
 
 
 def test_every_objective_trains(tmp_path, run_cli):
