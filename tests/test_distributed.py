@@ -35,6 +35,9 @@ EQUIVALENCE_SETTINGS = ["model.arch=mlp", "data.hflip=true", "train.n_critic=2",
                         # the rounding noise left there into steps of size lr.
                         "loss.r1_gamma=1.0", "loss.r2_gamma=1.0", "loss.reg_every=2", "loss.lecam=0.1",
                         "loss.drift=0.001",
+                        # Class-conditional (projection D, label embedding in G): the reals' labels are split
+                        # with their images, the fakes' drawn for the global batch like the latents.
+                        "model.conditioning=projection",
                         "train.log_every=3", "train.sample_every=3", "train.g_lr=0.001", "train.d_lr=0.001"]
 STEPS = 6
 # Progressive GAN: scales of 2, 3 and 3 steps, 2 of them fading in; 4 images per rank at every scale, so

@@ -72,6 +72,10 @@ def test_training_writes_every_artifact(tmp_path, run_cli):
     # falls inside one), with spectral norm and LeCam on.
     ("dcgan-fashion-mnist", ["augment.policy=ada", "augment.p=0.3", "augment.interval=3",
                              "augment.speed_images=1000", "model.d_spectral_norm=true", "loss.lecam=0.1"]),
+    # Class-conditional: the reals' labels come with the data order, the fakes' from the saved RNG state.
+    ("dcgan-fashion-mnist", ["model.conditioning=projection", "model.d_spectral_norm=true", "model.d_norm=none",
+                             "loss.kind=hinge"]),
+    ("dcgan-fashion-mnist", ["model.conditioning=acgan", "augment.policy=diffaugment", "train.n_critic=2"]),
 ])
 def test_resume_is_bit_identical(tmp_path, run_cli, preset, extra):
     straight, split = tmp_path / "straight", tmp_path / "split"

@@ -63,8 +63,17 @@ def _luma_matrices(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, to
 def _stack(rows: list[list], like: torch.Tensor) -> torch.Tensor:
     """[N, R, C] from rows of [N] tensors and Python numbers."""
     n = like.shape[0]
-    cells = [v.to(torch.float32) if isinstance(v, torch.Tensor) else torch.full((n,), float(v), device=like.device)
-             for row in rows for v in row]
+    # One tensor per distinct constant, not per cell: these small ops, not the resampling, dominate on CPUs.
+    constants: dict[float, torch.Tensor] = {}
+
+    def cell(v) -> torch.Tensor:
+        if isinstance(v, torch.Tensor):
+            return v.to(torch.float32)
+        if float(v) not in constants:
+            constants[float(v)] = torch.full((n,), float(v), device=like.device)
+        return constants[float(v)]
+
+    cells = [cell(v) for row in rows for v in row]
     return torch.stack(cells, dim=-1).view(n, len(rows), len(rows[0]))
 
 

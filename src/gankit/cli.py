@@ -55,7 +55,8 @@ def _cmd_presets(args: argparse.Namespace) -> int:
 def _cmd_sample(args: argparse.Namespace) -> int:
     from gankit.sampling import sample_command
 
-    print(sample_command(args.source, args.num, args.seed, args.out, args.out_dir, args.no_ema, args.device))
+    print(sample_command(args.source, args.num, args.seed, args.out, args.out_dir, args.no_ema, args.device,
+                         args.classes))
     return 0
 
 
@@ -111,10 +112,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="generate images (or toy points) from a run or an exported generator")
     p.add_argument("source", metavar="RUN|FILE", help="a run folder, an exported generator or a checkpoint file "
                                                       "(RUN/checkpoints/step_N.pt)")
-    p.add_argument("--num", type=int, default=64, help="how many samples (default 64)")
+    p.add_argument("--num", type=int, default=64, help="how many samples (default 64); with --class, of each class")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="grid .png (images); .npy points or .png scatter plot (toy runs)")
-    p.add_argument("--out-dir", help="write one PNG per image into this folder instead of a grid")
+    p.add_argument("--class", dest="classes", action="append", default=[], metavar="NAME|INDEX",
+                   help="conditional runs: samples of this class only, by name or index (repeatable: a grid row "
+                        "per class). Without it a conditional run's grid has a row per class")
+    p.add_argument("--out", help="grid .png (images); .npy points or .png scatter plot (toy runs; conditional: "
+                                 "the classes in POINTS.labels.npy)")
+    p.add_argument("--out-dir", help="write one PNG per image into this folder instead of a grid (conditional: "
+                                     "their classes in labels.csv)")
     p.add_argument("--no-ema", action="store_true",
                    help="use the raw generator of the checkpoint (a run's newest) instead of the EMA one")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -125,11 +131,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder to write into (default: the run folder)")
     p.set_defaults(func=_cmd_export)
 
-    p = sub.add_parser("interpolate", help="latent interpolation: lerp, slerp or the 2-D grid")
+    p = sub.add_parser("interpolate", help="latent interpolation: lerp, slerp or the 2-D grid; conditional "
+                                           "runs also between two classes")
     p.add_argument("source", metavar="RUN|FILE")
-    p.add_argument("--mode", default="slerp", choices=["lerp", "slerp", "grid"])
+    p.add_argument("--mode", default="slerp", choices=["lerp", "slerp", "grid", "classes"],
+                   help="classes: from class --from to class --to by the label embedding, at fixed latents")
     p.add_argument("--steps", type=int, default=8, help="images per row (grid: K for a KxK grid)")
-    p.add_argument("--pairs", type=int, default=4, help="rows of lerp/slerp pairs (default 4)")
+    p.add_argument("--pairs", type=int, default=4, help="rows of lerp/slerp pairs, or of latents for --mode "
+                                                        "classes (default 4)")
+    p.add_argument("--class", dest="classes", action="append", default=[], metavar="NAME|INDEX",
+                   help="conditional runs: interpolate within this class (repeatable: lerp/slerp rows take the "
+                        "classes in turn; default: row r is class r)")
+    p.add_argument("--from", dest="from_class", metavar="NAME|INDEX", help="--mode classes: the first column's class")
+    p.add_argument("--to", dest="to_class", metavar="NAME|INDEX", help="--mode classes: the last column's class")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="a .png grid or a .gif animation along a loop of latents")
     p.add_argument("--no-ema", action="store_true")

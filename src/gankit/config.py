@@ -22,10 +22,13 @@ DataSource = Literal[
 PATH_SOURCES = {"folder": "the image folder", "zip": "the zip of images",
                 "packed": "the folder written by `gankit prepare`", "lmdb": "the LMDB folder holding data.mdb"}
 TOY_SOURCES = ("toy-8gaussians", "toy-25gaussians", "toy-swissroll")
+# Sources that never have class labels (folders and zips have them when every image is in a class subfolder).
+UNLABELLED_SOURCES = ("lmdb", "toy-swissroll")
 # The names eval.metrics accepts. A plain list, so that validating a config never imports the metric
 # code (which reads checkpoints, which read configs); each is defined in gankit.metrics.registry, and
 # tests/test_imports.py checks that the two lists agree.
-METRIC_NAMES = ("swd", "ms_ssim", "fid", "kid", "is", "pr", "fd_fmnist", "kid_fmnist", "modes")
+METRIC_NAMES = ("swd", "ms_ssim", "fid", "kid", "is", "pr", "fd_fmnist", "kid_fmnist", "modes", "class_accuracy",
+                "intra_fd_fmnist")
 
 
 class _Section(BaseModel):
@@ -41,10 +44,32 @@ class DataConfig(_Section):
     channels: Literal[1, 3] = 1
     hflip: bool = False  # random horizontal flips (on the device, per sample)
     max_images: Optional[int] = Field(None, ge=1)  # use only the first N images (None: all)
+    # auto: the source's class labels where it has them (IDX label files, class subfolders, packed labels,
+    # the toy mixtures' mode index); none: thrown away (a conditional model then refuses to start)
+    labels: Literal["auto", "none"] = "auto"
+    # the names of the classes, index order (conditional runs). null: read from the source when training
+    # starts and written into the run's config.yaml; given: renames the source's classes (same count)
+    class_names: Optional[list[str]] = None
 
     @property
     def is_toy(self) -> bool:
         return self.source in TOY_SOURCES
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names) if self.class_names else 0
+
+    @field_validator("class_names")
+    @classmethod
+    def _class_names_distinct(cls, value: Optional[list[str]]) -> Optional[list[str]]:
+        if value is not None:
+            if not value:
+                raise ValueError("give at least one class name, or null to read them from the source")
+            if len(set(value)) != len(value):
+                raise ValueError("class names must be distinct")
+            if any(not name or any(ord(c) < 32 for c in name) for name in value):
+                raise ValueError("class names must be non-empty and hold no control characters")
+        return value
 
 
 class ModelConfig(_Section):
@@ -60,6 +85,12 @@ class ModelConfig(_Section):
     # dcgan and mlp: spectral normalization of every convolution and linear weight (docs/regularizers.md)
     d_spectral_norm: bool = False
     g_spectral_norm: bool = False
+    # class-conditional models (docs/conditional.md): how D uses the label. projection: <embed(y), phi(x)>
+    # added to D's score (Miyato & Koyama 2018); acgan: an auxiliary classifier head (Odena et al. 2017);
+    # concat: a label embedding joined to D's input (Mirza & Osindero 2014). G: class-conditional batch norm
+    # (dcgan with projection or acgan), else the label embedding concatenated to z.
+    conditioning: Literal["none", "projection", "acgan", "concat"] = "none"
+    label_embed_dim: int = Field(32, ge=1, le=4096)  # concat (and mlp's G): size of the label embedding
 
     @model_validator(mode="after")
     def _spectral_norm_needs_plain_layers(self) -> "ModelConfig":
@@ -68,6 +99,13 @@ class ModelConfig(_Section):
             # Equalized lr scales each weight by a constant at run time, which W / sigma(W) would cancel.
             raise ValueError(f"{', '.join(used)} is not supported by model.arch pgan (its equalized-learning-rate "
                              "layers would cancel it; see docs/regularizers.md): use dcgan or mlp, or set it to false")
+        return self
+
+    @model_validator(mode="after")
+    def _conditioning_needs_dcgan_or_mlp(self) -> "ModelConfig":
+        if self.conditioning != "none" and self.arch == "pgan":
+            raise ValueError(f"model.conditioning {self.conditioning} is not supported by model.arch pgan: use "
+                             "dcgan or mlp, or set model.conditioning none")
         return self
 
 
@@ -89,6 +127,9 @@ class LossConfig(_Section):
             raise ValueError(f"loss.label_smoothing and loss.sigmoid_output apply to gan and nsgan, not {self.kind}")
         return self
     gdpp: float = Field(0.0, ge=0.0)  # pgan only: weight of the GDPP diversity term in G's loss (0: off)
+    # model.conditioning acgan: weight of the auxiliary classifier's cross-entropy, in D's loss (on reals and
+    # fakes) and in G's (on fakes)
+    class_weight: float = Field(1.0, ge=0.0)
 
 
 DEFAULT_STEPS = 5000  # train.steps of every architecture but pgan, whose schedule sets the length
@@ -259,9 +300,28 @@ class Config(_Section):
         if self.train.compile and (self.loss.r1_gamma or self.loss.r2_gamma):
             raise ValueError("train.compile cannot be used with loss.r1_gamma or loss.r2_gamma (the penalties need "
                              "a double backward, which compiled graphs do not support); set train.compile=false")
+        self._check_conditioning()
         if self.data.source in PATH_SOURCES and not self.data.path:
             raise ValueError(f"data.source {self.data.source} needs data.path ({PATH_SOURCES[self.data.source]})")
         return self
+
+    def _check_conditioning(self) -> None:
+        conditioning, data = self.model.conditioning, self.data
+        if conditioning == "none":
+            if data.class_names is not None:
+                raise ValueError("data.class_names applies to conditional runs: set model.conditioning, or leave "
+                                 "data.class_names out")
+            if self.loss.class_weight != 1.0:
+                raise ValueError("loss.class_weight applies to model.conditioning acgan only")
+            return
+        if conditioning != "acgan" and self.loss.class_weight != 1.0:
+            raise ValueError(f"loss.class_weight applies to model.conditioning acgan only (it is {conditioning})")
+        if data.labels == "none":
+            raise ValueError(f"model.conditioning {conditioning} needs class labels, and data.labels is none: set "
+                             "data.labels auto")
+        if data.source in UNLABELLED_SOURCES:
+            raise ValueError(f"model.conditioning {conditioning} needs class labels, and data.source {data.source} "
+                             f"has none: use an unconditional model (model.conditioning none)")
 
     def _check_pgan(self) -> None:
         model, train = self.model, self.train
@@ -442,6 +502,8 @@ def changed_frozen_keys(old: Config, new: Config) -> list[str]:
     """Keys under FROZEN_ON_RESUME whose values differ between two configs."""
     changed = []
     old_d, new_d = old.model_dump(mode="json"), new.model_dump(mode="json")
+    if new_d["data"]["class_names"] is None:  # null: the names read from the source, as the saved run resolved them
+        new_d["data"]["class_names"] = old_d["data"]["class_names"]
     for section in FROZEN_ON_RESUME:
         a, b = old_d[section], new_d[section]
         if isinstance(a, dict):

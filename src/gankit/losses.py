@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gankit.config import LossConfig
+from gankit.models.conditioning import adversarial_scores, class_logits
 
 
 def bce(out: torch.Tensor, target: float, sigmoid_output: bool = False) -> torch.Tensor:
@@ -164,13 +165,16 @@ def discriminator_loss(cfg: LossConfig, discriminator: nn.Module, real: torch.Te
                        gp_eps: torch.Tensor | None = None, loss_scale: torch.Tensor | None = None,
                        d_update: int = 0, lecam: LeCam | None = None,
                        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                       real_labels: torch.Tensor | None = None, fake_labels: torch.Tensor | None = None,
                        ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The total discriminator loss and its parts (detached, penalties unweighted) for logging; fake must be
     detached. gp_eps: the gradient penalty's interpolation weights (None: drawn by gradient_penalty);
     loss_scale: fp16's current loss scale, for the penalties (see gradient_penalty); d_update: the count
     of discriminator updates before this one, for lazy R1/R2; lecam: its state, when loss.lecam > 0;
     augment: applied to the real and the fake batch before D sees them (gankit.augment; None: none); one
-    with an `observe_real_scores` method (ADA) is also handed D's scores on the reals."""
+    with an `observe_real_scores` method (ADA) is also handed D's scores on the reals. real_labels,
+    fake_labels: the classes of the two batches, for a class-conditional D (None: unconditional); an AC-GAN
+    D's class logits add class_weight times their cross-entropy on both batches (Odena et al. 2017)."""
     if cfg.lecam > 0 and lecam is None:  # a caller's bug: the term would be silently missing
         raise ValueError("loss.lecam > 0 needs its state: pass lecam=LeCam()")
     lazy = lazy_weight(cfg.reg_every, d_update)
@@ -189,16 +193,26 @@ def discriminator_loss(cfg: LossConfig, discriminator: nn.Module, real: torch.Te
         # Drawn before the augmentation's draws, in the order data-parallel training draws them.
         gp_eps = penalty_epsilon(real.shape[0], real)
     seen_real, seen_fake = augment(real), augment(fake)
-    real_scores, fake_scores = discriminator(seen_real), discriminator(seen_fake)
+    real_full, fake_full = conditional_call(discriminator, seen_real, real_labels), \
+        conditional_call(discriminator, seen_fake, fake_labels)
+    real_scores, fake_scores = adversarial_scores(real_full), adversarial_scores(fake_full)
     real_out, fake_out = real_scores.float(), fake_scores.float()
     observe = getattr(augment, "observe_real_scores", None)
     if observe is not None:  # ADA measures D's overfitting by the signs of its scores on augmented reals
         observe(real_out.detach() - decision_boundary(cfg.kind, real_out.detach(), fake_out.detach()))
     loss = d_loss_terms(cfg.kind, real_out, fake_out, cfg.label_smoothing, cfg.sigmoid_output)
     stats = {"d_loss": loss.detach(), "d_real": real_out.detach().mean(), "d_fake": fake_out.detach().mean()}
+    if class_logits(real_full) is not None:
+        term = classification_loss(real_full, real_labels) + classification_loss(fake_full, fake_labels)
+        loss = loss + cfg.class_weight * term
+        stats["d_class"] = term.detach()
     if cfg.kind == "wgan-gp" and cfg.gp_weight > 0:
-        # Interpolates between the images D saw, augmented ones included.
-        penalty = gradient_penalty(discriminator, seen_real.detach(), seen_fake.detach(), gp_eps, loss_scale)
+        # Interpolates between the images D saw, augmented ones included; a conditional critic scores them
+        # with the real batch's labels (an interpolate's class is ambiguous; the reals' is one of its ends').
+        def critic(images: torch.Tensor) -> torch.Tensor:
+            return adversarial_scores(conditional_call(discriminator, images, real_labels))
+
+        penalty = gradient_penalty(critic, seen_real.detach(), seen_fake.detach(), gp_eps, loss_scale)
         loss = loss + cfg.gp_weight * penalty
         stats["gp"] = penalty.detach()
     for name, used, gamma, scores, inputs in (("r1", use_r1, cfg.r1_gamma, real_scores, real),
@@ -220,8 +234,26 @@ def discriminator_loss(cfg: LossConfig, discriminator: nn.Module, real: torch.Te
 
 def generator_loss(cfg: LossConfig, discriminator: nn.Module, fake: torch.Tensor,
                    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """G's loss and its value for logging; augment (fresh draws) is applied to the fakes, differentiably."""
+                   fake_labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """G's loss and its value for logging; augment (fresh draws) is applied to the fakes, differentiably.
+    fake_labels: the classes G was asked for (conditional D); AC-GAN adds class_weight times the class
+    cross-entropy of the fakes."""
     seen_fake = augment(fake) if augment is not None else fake
-    loss = g_loss_term(cfg.kind, discriminator(seen_fake).float(), cfg.sigmoid_output)
-    return loss, {"g_loss": loss.detach()}
+    out = conditional_call(discriminator, seen_fake, fake_labels)
+    loss = g_loss_term(cfg.kind, adversarial_scores(out).float(), cfg.sigmoid_output)
+    stats = {"g_loss": loss.detach()}
+    if class_logits(out) is not None:
+        term = classification_loss(out, fake_labels)
+        loss = loss + cfg.class_weight * term
+        stats["g_class"] = term.detach()
+    return loss, stats
+
+
+def conditional_call(discriminator: Callable, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    """D(images), or D(images, labels) for a class-conditional D."""
+    return discriminator(images) if labels is None else discriminator(images, labels)
+
+
+def classification_loss(out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """AC-GAN: the cross-entropy of D's class logits (in D's output) against the classes, batch mean."""
+    return F.cross_entropy(class_logits(out).float(), labels)

@@ -19,6 +19,13 @@ SYSTEM_DIRS = {
 TORCHVISION_CLASS = {"fashion-mnist": "FashionMNIST", "mnist": "MNIST"}
 SPLIT_PREFIX = {"train": "train", "test": "t10k"}
 IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+# The classes of each IDX source, in label order.
+CLASS_NAMES = {
+    "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                      "Ankle boot"],
+    "mnist": [str(digit) for digit in range(10)],
+}
+NUM_CLASSES = 10
 
 
 def cache_dir() -> Path:
@@ -90,11 +97,35 @@ def locate(kind: str, path: str | None, split: str = "train", download: bool = T
     raise GankitError(f"{kind} {split} IDX files not found in {', '.join(str(f) for f in folders)}; set data.path")
 
 
-def load_idx_images(kind: str, path: str | None, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
-    """Returns (uint8 images [N, 1, 28, 28], int64 labels [N]) of a split."""
+def check_idx_labels(labels: np.ndarray, labels_file: Path, images_file: Path, image_count: int) -> np.ndarray:
+    """The labels of an IDX pair as int64 [N], after checking they are one per image and in 0..9."""
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise GankitError(f"{labels_file} is not an IDX label file (it holds {labels.dtype} of shape {labels.shape}, "
+                          "not one integer per image)")
+    if len(labels) != image_count:
+        raise GankitError(f"{labels_file} holds {len(labels)} labels but {images_file} holds {image_count} images: "
+                          "the two files must come from the same split of the same dataset")
+    labels = labels.astype(np.int64)
+    outside = (labels < 0) | (labels >= NUM_CLASSES)
+    if outside.any():
+        first = int(np.flatnonzero(outside)[0])
+        raise GankitError(f"{labels_file} holds labels outside 0..{NUM_CLASSES - 1} (label {labels[first]} at index "
+                          f"{first}): it is not a MNIST or Fashion-MNIST label file")
+    return labels
+
+
+def load_idx_images(kind: str, path: str | None, split: str = "train",
+                    check_labels: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns (uint8 images [N, 1, 28, 28], int64 labels [N]) of a split; check_labels also refuses
+    labels outside 0..9 (unconditional runs never look at them)."""
     images_file, labels_file = locate(kind, path, split)
     images = read_idx(images_file)
     labels = read_idx(labels_file)
-    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-        raise GankitError(f"{images_file} and {labels_file} do not hold matching images and labels")
+    if images.ndim != 3:
+        raise GankitError(f"{images_file} does not hold images [N, H, W] (its shape is {images.shape})")
+    if check_labels:
+        labels = check_idx_labels(labels, labels_file, images_file, len(images))
+    elif labels.ndim != 1 or len(labels) != len(images):
+        raise GankitError(f"{labels_file} holds {len(labels)} labels but {images_file} holds {len(images)} images: "
+                          "the two files must come from the same split of the same dataset")
     return torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))

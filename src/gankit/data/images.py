@@ -1,5 +1,6 @@
 """Image folders (recursive, with or without class subfolders) and zips of images, decoded once
-into one uint8 tensor; and the decoding shared with `gankit prepare`."""
+into one uint8 tensor; their class labels (torchvision's ImageFolder layout); and the decoding shared
+with `gankit prepare`."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import warnings
 import zipfile
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Iterator, Union
 
 import numpy as np
@@ -94,6 +95,7 @@ class Decoded:
     image: np.ndarray | None  # uint8 [C, size, size]
     problem: str | None = None  # why the file was skipped
     converted_from: str | None = None  # the file's PIL mode when it needed more than an RGB -> L conversion
+    label: int | None = None  # the class index of the image, carried over from its Record
 
 
 def _upright(image: Image.Image) -> Image.Image:
@@ -150,12 +152,15 @@ class Record:
     name: str
     payload: Union[str, bytes, None]
     problem: str | None = None
+    label: int | None = None  # the class index, for sources with class subfolders
 
 
 def _decode_record(record: Record, size: int, channels: int, geometry: Geometry) -> Decoded:
     if record.problem is not None:
-        return Decoded(record.name, None, record.problem)
-    return try_decode(record.payload, record.name, size, channels, geometry)
+        return Decoded(record.name, None, record.problem, label=record.label)
+    result = try_decode(record.payload, record.name, size, channels, geometry)
+    result.label = record.label
+    return result
 
 
 def default_workers(count: int | None) -> int:
@@ -207,25 +212,81 @@ def _stack(items: Iterator[tuple[str, Callable[[], object]]], count: int, size: 
     return torch.from_numpy(out)
 
 
-def load_folder(path: str, size: int, channels: int, limit: int | None = None) -> torch.Tensor:
+@dataclass
+class ImageClasses:
+    """The classes of a folder's or zip's images, from their first-level subfolders: one label per image
+    (in listing order) and the sorted class names; or, when the layout has no classes, why not."""
+
+    labels: np.ndarray | None  # int64 [N]
+    names: list[str] | None
+    why_unlabelled: str | None = None
+
+    @property
+    def labelled(self) -> bool:
+        return self.labels is not None
+
+
+def classes_from_paths(relative_paths: list[tuple[str, ...]], where: str) -> ImageClasses:
+    """Classes as torchvision's ImageFolder finds them: each first-level subfolder of the root is a class
+    (sorted names, so the indices equal ImageFolder's class_to_idx), and images nested deeper belong to
+    their first-level folder. An image directly in the root means the layout has no classes."""
+    if not relative_paths:
+        return ImageClasses(None, None, f"{where} holds no images")
+    loose = [parts for parts in relative_paths if len(parts) < 2]
+    if loose:
+        return ImageClasses(None, None, f"{len(loose)} of the {len(relative_paths)} images of {where} are not in a "
+                                        f"class subfolder (e.g. {'/'.join(loose[0])})")
+    names = sorted({parts[0] for parts in relative_paths})
+    index = {name: i for i, name in enumerate(names)}
+    return ImageClasses(np.array([index[parts[0]] for parts in relative_paths], dtype=np.int64), names)
+
+
+def folder_classes(root: Path, files: list[Path]) -> ImageClasses:
+    return classes_from_paths([f.relative_to(root).parts for f in files], str(root))
+
+
+def zip_classes(path: str | Path, names: list[str]) -> ImageClasses:
+    return classes_from_paths([PurePosixPath(n).parts for n in names], f"zip {path}")
+
+
+def list_folder(path: str | Path) -> tuple[list[Path], ImageClasses]:
+    """The images below a folder (sorted, as data.source folder decodes them) and their classes."""
     root = Path(path)
     if not root.is_dir():
         raise GankitError(f"data.path {path} is not a folder")
-    files = list_folder_images(root)[:limit]
+    files = list_folder_images(root)
     if not files:
         raise GankitError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) found below {path}")
-    return _stack(((str(f), lambda f=f: f) for f in files), len(files), size, channels, path)
+    return files, folder_classes(root, files)
 
 
-def load_zip(path: str, size: int, channels: int, limit: int | None = None) -> torch.Tensor:
+def zip_image_names(archive: zipfile.ZipFile) -> list[str]:
+    """The image entries of a zip in sorted order (folders and other files left out)."""
+    return sorted(n for n in archive.namelist() if is_image_name(n) and not n.endswith("/"))
+
+
+def _open_zip(path: str | Path) -> zipfile.ZipFile:
     try:
-        archive = zipfile.ZipFile(path)
+        return zipfile.ZipFile(path)
     except (OSError, zipfile.BadZipFile) as err:
         raise GankitError(f"cannot open zip {path}: {err}") from None
-    with archive:
-        names = sorted(n for n in archive.namelist() if is_image_name(n) and not n.endswith("/"))[:limit]
-        if not names:
-            raise GankitError(f"no images found in zip {path}")
+
+
+def list_zip(path: str | Path) -> tuple[list[str], ImageClasses]:
+    """The image entries of a zip (sorted, as data.source zip decodes them) and their classes."""
+    with _open_zip(path) as archive:
+        names = zip_image_names(archive)
+    if not names:
+        raise GankitError(f"no images found in zip {path}")
+    return names, zip_classes(path, names)
+
+
+def decode_folder_files(files: list[Path], size: int, channels: int, what: str) -> torch.Tensor:
+    return _stack(((str(f), lambda f=f: f) for f in files), len(files), size, channels, what)
+
+
+def decode_zip_entries(path: str | Path, names: list[str], size: int, channels: int) -> torch.Tensor:
+    with _open_zip(path) as archive:
 
         def read(name: str):
             try:
@@ -233,4 +294,14 @@ def load_zip(path: str, size: int, channels: int, limit: int | None = None) -> t
             except (zipfile.BadZipFile, OSError, EOFError) as err:
                 raise GankitError(f"cannot read image {path}:{name}: {err}") from None
 
-        return _stack(((f"{path}:{n}", lambda n=n: read(n)) for n in names), len(names), size, channels, path)
+        return _stack(((f"{path}:{n}", lambda n=n: read(n)) for n in names), len(names), size, channels, str(path))
+
+
+def load_folder(path: str, size: int, channels: int, limit: int | None = None) -> torch.Tensor:
+    files, _ = list_folder(path)
+    return decode_folder_files(files[:limit], size, channels, path)
+
+
+def load_zip(path: str, size: int, channels: int, limit: int | None = None) -> torch.Tensor:
+    names, _ = list_zip(path)
+    return decode_zip_entries(path, names[:limit], size, channels)

@@ -1,7 +1,8 @@
 """The packed dataset written by `gankit prepare`: a folder holding
 
   images.u8      a 64-byte header, then every image as uint8 in [N, C, H, W] order (memory-mappable)
-  manifest.json  count, resolution, channels, source, checksum (written last: no manifest, not complete)
+  labels.npy     class labels, int64 [N] (only for labelled sources; the class names are in the manifest)
+  manifest.json  count, resolution, channels, source, checksums (written last: no manifest, not complete)
   prepare.log    the files that were skipped or converted, and why
   preview.png    the first 64 images
 
@@ -11,6 +12,7 @@ memory-mapped, so batches are read from the page cache without decoding anything
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import struct
@@ -25,6 +27,9 @@ FORMAT = "gankit-packed-u8"
 VERSION = 1
 IMAGES_FILE = "images.u8"
 MANIFEST_FILE = "manifest.json"
+# Version 1 datasets may hold labels: written before labels existed, they simply have no "labels" entry,
+# and older readers ignore the entry and the file.
+LABELS_FILE = "labels.npy"
 LOG_FILE = "prepare.log"
 PREVIEW_FILE = "preview.png"
 MAGIC = b"GKPACKU8"
@@ -71,6 +76,18 @@ class PackedWriter:
 
     def abort(self) -> None:
         self._file.close()
+
+
+def write_labels(path: Path, labels: np.ndarray) -> str:
+    """Writes int64 labels [N] as a .npy file (no pickled objects), flushed to disk; returns its checksum."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(labels, dtype="<i8"), allow_pickle=False)
+    data = buffer.getvalue()
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def dataset_folder(path: str | Path) -> Path:
@@ -184,6 +201,52 @@ def _read_verified(images_file: Path, manifest: dict, shape: tuple[int, ...]) ->
         raise GankitError(f"{images_file} does not match the checksum in its {MANIFEST_FILE} (the file changed "
                           "or is corrupt): prepare the dataset again")
     return out
+
+
+def _check_class_names(manifest_file: Path, names) -> list[str]:
+    if (not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names)
+            or len(set(names)) != len(names)):
+        raise GankitError(f"{manifest_file}: class_names is {names!r}, not a list of distinct non-empty names: "
+                          "prepare the dataset again")
+    return names
+
+
+def read_packed_labels(path: str | Path) -> tuple[np.ndarray | None, list[str] | None]:
+    """(int64 labels [N], class names) of a packed dataset, or (None, None) when it was prepared without
+    labels. The labels file is checked against its checksum, the image count and the number of classes."""
+    folder = dataset_folder(path)
+    manifest = read_manifest(folder)
+    entry = manifest.get("labels")
+    if entry is None:
+        return None, None
+    manifest_file, labels_file = folder / MANIFEST_FILE, folder / LABELS_FILE
+    if not isinstance(entry, dict) or not isinstance(entry.get("checksum"), str):
+        raise GankitError(f"{manifest_file}: labels is {entry!r}, not an entry with a checksum: prepare the dataset again")
+    names = _check_class_names(manifest_file, manifest.get("class_names"))
+    try:
+        data = labels_file.read_bytes()
+    except OSError as err:
+        raise GankitError(f"cannot read {labels_file} ({err}), which {manifest_file} lists: prepare the dataset again") from None
+    if entry["checksum"] != "sha256:" + hashlib.sha256(data).hexdigest():
+        raise GankitError(f"{labels_file} does not match the checksum in its {MANIFEST_FILE} (the file changed or is "
+                          "corrupt): prepare the dataset again")
+    try:
+        # allow_pickle=False: loading a dataset never runs code from it.
+        labels = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise GankitError(f"{labels_file} is not a labels array ({err}): prepare the dataset again") from None
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise GankitError(f"{labels_file} holds {labels.dtype} of shape {labels.shape}, not one integer label per "
+                          "image: prepare the dataset again")
+    if len(labels) != manifest["count"]:
+        raise GankitError(f"{labels_file} holds {len(labels)} labels for the {manifest['count']} images of "
+                          f"{folder / IMAGES_FILE}: prepare the dataset again")
+    outside = (labels < 0) | (labels >= len(names))
+    if outside.any():
+        first = int(np.flatnonzero(outside)[0])
+        raise GankitError(f"{labels_file} holds label {labels[first]} at index {first}, outside the {len(names)} "
+                          f"classes of its {MANIFEST_FILE} (0..{len(names) - 1}): prepare the dataset again")
+    return labels.astype(np.int64), names
 
 
 def load_packed(path: str | Path, resolution: int, channels: int, limit: int | None = None,

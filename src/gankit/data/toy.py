@@ -26,13 +26,26 @@ def mixture_modes(source: str) -> tuple[torch.Tensor, float]:
     raise ValueError(f"{source} is not a Gaussian mixture")
 
 
-def sample_toy(source: str, n: int, generator: torch.Generator) -> torch.Tensor:
-    """n points [n, 2] float32 drawn with the given generator."""
+def sample_toy_labeled(source: str, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """n points [n, 2] float32 and, for the mixtures, the index of the mode each came from (int64 [n];
+    None for the swiss roll), drawn with the given generator."""
     if source == "toy-swissroll":
         t = 1.5 * math.pi * (1 + 2 * torch.rand(n, generator=generator, dtype=torch.float64))
         points = torch.stack([t * t.cos(), t * t.sin()], 1)
         points += 0.25 * torch.randn(n, 2, generator=generator, dtype=torch.float64)
-        return (points / 7.5).float()
+        return (points / 7.5).float(), None
     centres, std = mixture_modes(source)
     which = torch.randint(len(centres), (n,), generator=generator)
-    return centres[which] + std * torch.randn(n, 2, generator=generator)
+    return centres[which] + std * torch.randn(n, 2, generator=generator), which
+
+
+def sample_toy(source: str, n: int, generator: torch.Generator) -> torch.Tensor:
+    """n points [n, 2] float32 drawn with the given generator (the same draws as sample_toy_labeled)."""
+    return sample_toy_labeled(source, n, generator)[0]
+
+
+def toy_class_names(source: str) -> list[str] | None:
+    """The mixtures' classes are their modes, named by index ("0".."K-1"); the swiss roll has none."""
+    if source == "toy-swissroll":
+        return None
+    return [str(k) for k in range(len(mixture_modes(source)[0]))]

@@ -25,7 +25,7 @@ def check_sample_minimum(metrics: list[Metric], num_samples: int | None, option:
         raise GankitError(f"{option} must be at least 1, got {num_samples}")
     for metric in metrics:
         if num_samples < metric.min_samples:
-            raise GankitError(f"{metric.name} needs at least {metric.min_samples} samples per side, {option} "
+            raise GankitError(f"{metric.name} needs at least {metric.min_samples} samples {metric.min_note}, {option} "
                               f"gives {num_samples}: pass {option} {metric.min_samples} or more")
 
 
@@ -38,6 +38,30 @@ def check_kinds(metrics: list[Metric], kind: str, origin: str) -> None:
             fitting = [name for name, m in METRICS.items() if m.needs == kind]
             raise GankitError(f"{metric.name} needs {metric.needs}, but {origin} gives {kind}; the metrics for "
                               f"{kind} are: {', '.join(fitting)}")
+
+
+def check_classes(metrics: list[Metric], class_names: list[str] | None, origin: str, files: bool = False) -> None:
+    """Refuses, before any work, a metric that scores samples against their asked classes (class_accuracy,
+    intra_fd_fmnist) on samples without classes or with other classes than the metric's dataset.
+
+    class_names: the generator's classes (None: unconditional); files: the samples are files (no labels)."""
+    from gankit.data.idx import CLASS_NAMES
+
+    for metric in metrics:
+        if metric.classes is None:
+            continue
+        if files:
+            raise GankitError(f"{metric.name} scores each sample against the class it was asked for, and {origin} "
+                              "holds files without classes: evaluate the class-conditional generator itself "
+                              f"(gankit eval RUN --metrics {metric.name})")
+        if class_names is None:
+            raise GankitError(f"{metric.name} needs a class-conditional generator, and {origin} is unconditional "
+                              f"(model.conditioning none): train with model.conditioning projection, acgan or concat")
+        expected = CLASS_NAMES[metric.classes]
+        if list(class_names) != expected:
+            raise GankitError(f"{metric.name} scores samples with the {metric.classes} classifier, so it needs a "
+                              f"generator of {metric.classes}'s {len(expected)} classes in their order "
+                              f"({', '.join(expected)}); {origin} has {len(class_names)}: {', '.join(class_names)}")
 
 
 def wanted_counts(metrics: list[Metric], num_samples: int | None) -> dict[str, int]:
@@ -60,7 +84,8 @@ def _count(samples: Samples, wanted: int, explicit: bool, metric: Metric, side: 
 def evaluate(metrics: list[Metric], fake: Samples, reals: dict[str, Samples], context: EvalContext,
              num_samples: int | None, strict: bool = True) -> dict:
     """Computes the metrics; reals maps a split ('train', 'test') to the real samples for the metrics
-    that use that split (absent when none is needed). Returns the JSON object described above.
+    that use that split (absent when none is needed; metrics with a fixed reference read it here).
+    Returns the JSON object described above.
 
     strict: an explicit num_samples larger than a source is an error (else the source's size is used)."""
     wanted = wanted_counts(metrics, num_samples)
@@ -75,16 +100,19 @@ def evaluate(metrics: list[Metric], fake: Samples, reals: dict[str, Samples], co
         group_wanted = max(wanted[m.name] for m in members)
         n_fake = max(_count(fake, group_wanted, explicit, m, "generated") for m in members)
         real = None
-        if any(m.real != "none" for m in members):
+        if any(m.real == "fixed" for m in members):  # the whole reference, with its labels: never cut
+            real = fixed_reference(members[0].reference, fake, context)
+            _check_same_kind(fake, real)
+        elif any(m.real != "none" for m in members):
             real = reals.get(members[0].real_split)
             if real is None and any(m.real == "required" for m in members):
                 raise GankitError(f"{members[0].name} compares with real samples: pass --real")
-        if real is not None:
-            _check_same_kind(fake, real)
-            n_real = max(_count(real, group_wanted, explicit, m, "real") for m in members)
-            if any(m.equal_sizes for m in members):
-                n_fake = n_real = min(n_fake, n_real)
-            real = real.first(n_real)
+            if real is not None:
+                _check_same_kind(fake, real)
+                n_real = max(_count(real, group_wanted, explicit, m, "real") for m in members)
+                if any(m.equal_sizes for m in members):
+                    n_fake = n_real = min(n_fake, n_real)
+                real = real.first(n_real)
         started = time.perf_counter()
         names = [m.name for m in members]
         values.update(group_function(group)(names, fake.first(n_fake), real, context))
@@ -97,6 +125,23 @@ def evaluate(metrics: list[Metric], fake: Samples, reals: dict[str, Samples], co
     result["num_samples"] = max(u["fake"] for u in used.values())
     result["samples"] = used
     return result
+
+
+def fixed_reference(spec: str, fake: Samples, context: EvalContext) -> Samples:
+    """A fixed metric's reference (a dataset split with its labels, fitted to the generated images), read
+    once per process and shape."""
+    from gankit.metrics.sources import load_labelled_reference
+
+    memo = ("reference", spec, tuple(fake.data.shape[1:]))
+    if memo not in context.cache:
+        context.cache[memo] = load_labelled_reference(spec, fake)
+    return context.cache[memo]
+
+
+def reference_origin(spec: str) -> str:
+    """Where a fixed reference comes from, as load_labelled_reference's samples say it."""
+    name, split = parse_dataset_name(spec)
+    return f"the {split} images of {name}"
 
 
 def _output_order(metrics: list[Metric], values: dict) -> list[str]:
@@ -128,7 +173,7 @@ def real_sets(metrics: list[Metric], spec: str | None, source, num_samples: int 
     per_split: dict[str, int] = {}
     references: dict[str, str] = {}  # split -> the fixed reference of the metrics that use it
     for metric in metrics:
-        if metric.real == "none":
+        if metric.real in ("none", "fixed"):  # fixed: evaluate reads the reference itself
             continue
         if spec is None and training_data is None:
             if metric.reference is not None:
@@ -181,10 +226,16 @@ def table_rows(result: dict, metrics: list[Metric]) -> list[tuple[str, str, str,
             continue
         counts = result["samples"][metric_of.get(key, key)]
         real = str(counts["real"]) if counts["real"] else "-"
-        leaves = value.items() if isinstance(value, dict) else [(None, value)]
-        for part, leaf in leaves:
-            rows.append((key if part is None else f"{key}.{part}", format_value(leaf), str(counts["fake"]), real))
+        for name, leaf in _leaves(key, value):
+            rows.append((name, format_value(leaf), str(counts["fake"]), real))
     return rows
+
+
+def _leaves(name: str, value) -> list[tuple[str, object]]:
+    """(dotted name, value) of each leaf of a nested value (modes.per_class.3)."""
+    if not isinstance(value, dict):
+        return [(name, value)]
+    return [leaf for part, inner in value.items() for leaf in _leaves(f"{name}.{part}", inner)]
 
 
 def format_table(result: dict, metrics: list[Metric], generated_from: str, real_from: list[str]) -> str:
@@ -201,7 +252,9 @@ def real_origins(metrics: list[Metric], reals: dict[str, Samples]) -> list[str]:
     """Where each metric's real samples came from, one entry per set (naming its metrics when several)."""
     users: dict[str, list[str]] = {}
     for metric in metrics:
-        if metric.real != "none" and metric.real_split in reals:
+        if metric.real == "fixed":
+            users.setdefault(reference_origin(metric.reference), []).append(metric.name)
+        elif metric.real != "none" and metric.real_split in reals:
             users.setdefault(reals[metric.real_split].origin, []).append(metric.name)
     if len(users) == 1:
         return list(users)
@@ -218,13 +271,15 @@ def eval_command(args) -> int:
     appends it to a run's metrics.jsonl."""
     from gankit.config import TOY_SOURCES
     from gankit.device import resolve_device
-    from gankit.metrics.sources import open_fake
+    from gankit.metrics.sources import FileSource, open_fake
 
     metrics = parse_metric_names(args.metrics)
     check_sample_minimum(metrics, args.num_samples)
     device = resolve_device(args.device)
     source = open_fake(args.source, args.fake, device, getattr(args, "no_ema", False))
     check_kinds(metrics, source.kind, source.describe())
+    check_classes(metrics, getattr(source, "class_names", None), source.describe(),
+                  files=isinstance(source, FileSource))
 
     counts = wanted_counts(metrics, args.num_samples)
     fake = source.draw(max(counts.values()), args.seed)

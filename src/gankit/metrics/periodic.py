@@ -3,9 +3,9 @@ the EMA generator, appended to RUN/metrics.jsonl, with the best value of each tr
 RUN/metrics_best.json (lower or higher is better as the registry says; MS-SSIM by its gap to the
 real data's own MS-SSIM).
 
-The latents are the same at every evaluation (drawn from seed + 2), so the curve shows the
-generator's change, not sampling noise. Evaluation runs under a forked RNG: a run with evaluation
-trains bit-identically to one without.
+The latents are the same at every evaluation (drawn from seed + 2), and so are a conditional
+generator's classes (sources.balanced_labels), so the curve shows the generator's change, not sampling
+noise. Evaluation runs under a forked RNG: a run with evaluation trains bit-identically to one without.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ import torch
 
 from gankit.config import Config
 from gankit.errors import GankitError
-from gankit.metrics.command import append_metrics_line, check_kinds, check_sample_minimum, evaluate, real_sets
+from gankit.metrics.command import (append_metrics_line, check_classes, check_kinds, check_sample_minimum, evaluate,
+                                    real_sets)
 from gankit.metrics.registry import EvalContext, lookup, parse_metric_names
-from gankit.metrics.sources import Samples, draw_from_generator
+from gankit.metrics.sources import Samples, balanced_labels, draw_from_generator
 
 BEST_FILE = "metrics_best.json"
 
@@ -47,6 +48,10 @@ class PeriodicEvaluator:
         self.kind = "points" if config.data.is_toy else "images"
         check_kinds(self.metrics, self.kind, f"data.source {config.data.source}")
         check_sample_minimum(self.metrics, config.eval.num_samples, option="eval.num_samples")
+        # The trained generator's classes (the loop resolves data.class_names before building this).
+        conditional = config.model.conditioning != "none"
+        self.class_names = list(config.data.class_names) if conditional and config.data.class_names else None
+        check_classes(self.metrics, self.class_names, "this run's generator")
         if config.data.source == "toy-swissroll" and any(m.name == "modes" for m in self.metrics):
             raise GankitError("eval.metrics: modes is defined for the Gaussian mixtures, not toy-swissroll")
         self.run_dir, self.device, self.writer = Path(run_dir), device, writer
@@ -57,11 +62,12 @@ class PeriodicEvaluator:
         self.context = EvalContext(device=device, seed=config.seed)
         self.reals = real_sets(self.metrics, None, _TrainingData(config), self.num_samples, config.seed)
         for metric in self.metrics:
-            real = self.reals.get(metric.real_split) if metric.real != "none" else None
+            real = self.reals.get(metric.real_split) if metric.real not in ("none", "fixed") else None
             if real is not None and len(real.data) < metric.min_samples:
                 raise GankitError(f"eval.metrics: {metric.name} needs at least {metric.min_samples} real samples; "
                                   f"{real.origin} has {len(real.data)}")
         self._fetch_weights()
+        self._read_references(config)
         best_file = self.run_dir / BEST_FILE
         self.best: dict = json.loads(best_file.read_text()) if best_file.is_file() else {}
 
@@ -75,6 +81,17 @@ class PeriodicEvaluator:
                 if extractor in groups:
                     resolve_weights(extractor, None)
 
+    def _read_references(self, config: Config) -> None:
+        # The fixed references (class_accuracy's labelled test set) now too, into the context's cache.
+        fixed = [m for m in self.metrics if m.real == "fixed"]
+        if fixed:
+            from gankit.metrics.command import fixed_reference
+
+            shape = (config.data.channels, config.data.resolution, config.data.resolution)
+            like = Samples(torch.empty(0, *shape, dtype=torch.uint8), "this run's generator")
+            for metric in fixed:
+                fixed_reference(metric.reference, like, self.context)
+
     def __call__(self, generator: torch.nn.Module, step: int) -> str:
         """Evaluates, records and returns a one-line summary for the log."""
         numpy_state = np.random.get_state()
@@ -82,12 +99,14 @@ class PeriodicEvaluator:
         with torch.random.fork_rng(devices=devices):
             was_training = generator.training
             generator.eval()
+            labels = balanced_labels(self.num_samples, len(self.class_names or []))
             try:
                 data = draw_from_generator(generator, self.z_dim, self.num_samples, self.latent_seed,
-                                           self.device, self.kind)
+                                           self.device, self.kind, labels=labels)
             finally:
                 generator.train(was_training)
-            fake = Samples(data, f"the generator at step {step}", self.toy_source)
+            fake = Samples(data, f"the generator at step {step}", self.toy_source, labels=labels,
+                           class_names=self.class_names)
             # A training set smaller than eval.num_samples is used whole (the counts are recorded).
             result = evaluate(self.metrics, fake, self.reals, self.context, self.num_samples, strict=False)
         np.random.set_state(numpy_state)

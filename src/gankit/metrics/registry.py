@@ -2,10 +2,11 @@
 better, and the function that computes it (imported only when the metric is asked for).
 
 Metrics that share their expensive part are computed by one call per group (the Inception
-features serve fid, kid and is; the Fashion-MNIST classifier serves fd_fmnist and kid_fmnist).
-Every group function has the signature `compute(names, fake, real, context) -> dict` where fake and
-real are `gankit.metrics.sources.Samples` (real is None for metrics that do not use it) and the
-returned dict holds the JSON entries of the asked names.
+features serve fid, kid and is; the Fashion-MNIST classifier serves fd_fmnist and kid_fmnist, and
+class_accuracy and intra_fd_fmnist). Every group function has the signature
+`compute(names, fake, real, context) -> dict` where fake and real are `gankit.metrics.sources.Samples`
+(real is None for metrics that do not use it) and the returned dict holds the JSON entries of the
+asked names.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ class Metric:
     needs: Literal["images", "points"]
     default_samples: int  # generated samples (images, or points) per evaluation in the metric's protocol
     min_samples: int  # below this the metric is undefined or its protocol cannot run
-    real: Literal["required", "optional", "none"]  # does it compare with the real set?
+    # Does it compare with the real set? fixed: always with its `reference`, whole and with its labels
+    # (whatever --real says), loaded by `evaluate`.
+    real: Literal["required", "optional", "none", "fixed"]
     group: str  # metrics of one group are computed by one call
     best: tuple[tuple[str, str], ...]  # (dotted JSON key, lower|higher) values tracked during training
     summary: str
@@ -33,6 +36,10 @@ class Metric:
     keys: tuple[str, ...] = ()  # the JSON keys it writes, when more than its name
     equal_sizes: bool = False  # compares sets of equal size (the smaller side sets the count)
     reference: str | None = None  # a fixed real set (a --real name) for samples that come with none
+    # The dataset whose classes the generated samples must have been asked for, in its order (the
+    # metric scores each sample against its class): a conditional generator's samples only.
+    classes: str | None = None
+    min_note: str = "per side"  # what min_samples counts, for the message refusing fewer
 
     @property
     def output_keys(self) -> tuple[str, ...]:
@@ -60,8 +67,20 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
     Metric("kid_fmnist", "images", 10000, 129, "required", "fmnist", (("kid_fmnist", LOWER),),
            "KID of the packaged Fashion-MNIST classifier's features", real_split="test",
            reference="fashion-mnist:test"),
-    Metric("modes", "points", 2500, 1, "none", "modes", (("modes.covered", HIGHER), ("modes.high_quality", HIGHER)),
-           "modes covered and high-quality fraction on the toy Gaussian mixtures (VEEGAN/PacGAN)"),
+    Metric("modes", "points", 2500, 1, "none", "modes",
+           (("modes.covered", HIGHER), ("modes.high_quality", HIGHER), ("modes.class_match", HIGHER)),
+           "modes covered and high-quality fraction on the toy Gaussian mixtures (VEEGAN/PacGAN); per class for "
+           "a conditional generator"),
+    # 10: a sample per class.
+    Metric("class_accuracy", "images", 10000, 10, "fixed", "fmnist_classes", (("class_accuracy", HIGHER),),
+           "the Fashion-MNIST classifier's accuracy on conditional samples, each against the class it was asked for",
+           real_split="test", keys=("class_accuracy", "class_accuracy_per_class", "class_accuracy_real"),
+           reference="fashion-mnist:test", classes="fashion-mnist", min_note="(one per class)"),
+    # 1290: 129 per class of the 10, for full-rank 128-d covariances.
+    Metric("intra_fd_fmnist", "images", 10000, 1290, "fixed", "fmnist_classes", (("intra_fd_fmnist", LOWER),),
+           "fd_fmnist of each class's conditional samples against that class's test images, averaged over classes",
+           real_split="test", keys=("intra_fd_fmnist", "intra_fd_fmnist_per_class"), reference="fashion-mnist:test",
+           classes="fashion-mnist", min_note="(129 per class of the 10, for full-rank 128-d covariances)"),
 ]}
 
 # group -> "module:function", imported lazily so that asking for modes never imports torch-fidelity.
@@ -72,6 +91,7 @@ GROUP_FUNCTIONS = {
     "vgg16": "gankit.metrics.inception:inception_metrics",
     "fmnist": "gankit.metrics.registry:compute_fmnist",
     "modes": "gankit.metrics.modes:modes_metric",
+    "fmnist_classes": "gankit.metrics.classes:class_metrics",
 }
 
 

@@ -39,6 +39,10 @@ class Samples:
     origin: str  # where they come from, for messages
     toy_source: str | None = None  # points: the mixture they come from (or imitate)
     key: str | None = None  # fixed real sets: an identity for per-process caches; None when generated
+    # int64 [N], indices into class_names: the class each sample was asked for (a conditional generator's
+    # samples) or is of (a labelled real set); None: no labels (files, unconditional generators)
+    labels: torch.Tensor | None = None
+    class_names: list[str] | None = None
 
     @property
     def kind(self) -> str:
@@ -51,7 +55,7 @@ class Samples:
         return f"{c}-channel {h}x{w} images"
 
     def first(self, n: int) -> "Samples":
-        return replace(self, data=self.data[:n])
+        return replace(self, data=self.data[:n], labels=None if self.labels is None else self.labels[:n])
 
 
 def content_digest(data: torch.Tensor) -> str:
@@ -72,7 +76,7 @@ class GeneratorSource:
 
     def __init__(self, path: str, device: torch.device, no_ema: bool = False):
         from gankit.checkpoint import run_folder_of
-        from gankit.sampling import load_for_sampling
+        from gankit.sampling import class_names_of, load_for_sampling
 
         self.path = Path(path)
         self.generator, meta = load_for_sampling(path, no_ema, device)
@@ -84,15 +88,21 @@ class GeneratorSource:
         self.run_dir: Path | None = run_folder_of(self.path)  # a checkpoint's run gets the metrics line too
         self.kind = "points" if self.data_config.is_toy else "images"
         self.toy_source = self.data_config.source if self.data_config.is_toy else None
+        # A conditional generator's classes (None: unconditional, pgan included).
+        self.class_names = class_names_of(self.generator, {"data": self.data_config})
+        self.num_classes = len(self.class_names or [])
 
     def describe(self) -> str:
         which = "raw (non-EMA) generator" if self.no_ema else "generator"
         return f"the {which} of {self.path} (step {self.step})"
 
     def draw(self, num: int, seed: int) -> Samples:
+        """num samples from the latents of seed; a conditional generator's are class-balanced (balanced_labels)."""
+        labels = balanced_labels(num, self.num_classes)
         # A bar when stderr is a terminal: `gankit eval` draws up to 50,000 samples here.
-        return Samples(draw_from_generator(self.generator, self.z_dim, num, seed, self.device, self.kind,
-                                           progress=None), self.describe(), self.toy_source)
+        data = draw_from_generator(self.generator, self.z_dim, num, seed, self.device, self.kind, progress=None,
+                                   labels=labels)
+        return Samples(data, self.describe(), self.toy_source, labels=labels, class_names=self.class_names)
 
     def training_data(self) -> DataConfig:
         """The run's data section: its config.yaml when it is a run folder, else the export's copy."""
@@ -110,18 +120,38 @@ class GeneratorSource:
         return self.data_config
 
 
+def balanced_labels(num: int, num_classes: int) -> torch.Tensor | None:
+    """The classes asked of a conditional generator for num samples: 0, 1, ..., K-1, 0, 1, ... over the
+    whole draw (int64 [num], CPU), so every class gets num // K or one more, and so does every prefix
+    (Samples.first); None for an unconditional generator (num_classes 0). They depend on nothing but
+    num: the latents, drawn from the seed, are independent of them, and stay the unconditional draw's."""
+    if not num_classes:
+        return None
+    from gankit.models.conditioning import cycling_labels
+
+    return cycling_labels(num, num_classes, "cpu")
+
+
 @torch.no_grad()
 def draw_from_generator(generator, z_dim: int, num: int, seed: int, device, kind: str,
-                        progress: bool | None = False) -> torch.Tensor:
+                        progress: bool | None = False, labels: torch.Tensor | None = None) -> torch.Tensor:
     """Like gankit.sampling.generate (same latents, same batches), but images are quantized batch by
-    batch so that 50,000 images never exist as floats at once. progress: see progress_bar's enabled."""
+    batch so that 50,000 images never exist as floats at once. progress: see progress_bar's enabled.
+    labels: the class of each sample (int64 [num]) for a conditional generator; None calls G(z) alone."""
     from gankit.viz.grid import to_uint8
 
     z = torch.randn(num, z_dim, generator=torch.Generator().manual_seed(seed))
+    if labels is not None and len(labels) != num:
+        raise ValueError(f"{len(labels)} labels for {num} samples")
+    label_chunks = labels.split(GENERATE_BATCH) if labels is not None else None
     chunks = []
     with progress_bar(num, "generating", "pt" if kind == "points" else "img", progress) as bar:
-        for chunk in z.split(GENERATE_BATCH):
-            out = generator(chunk.to(device)).float().cpu()
+        for i, chunk in enumerate(z.split(GENERATE_BATCH)):
+            if label_chunks is None:
+                out = generator(chunk.to(device))
+            else:
+                out = generator(chunk.to(device), label_chunks[i].to(device))
+            out = out.float().cpu()
             chunks.append(out if kind == "points" else to_uint8(out))
             bar.update(len(chunk))
     return torch.cat(chunks)
@@ -252,12 +282,23 @@ def load_dataset(name: str, split: str, like: Samples, num: int, seed: int) -> S
     if height != width or channels not in (1, 3):
         raise GankitError(f"{name}'s 28x28 images can be fitted to square 1- or 3-channel images, but "
                           f"{like.origin} gives {like.shape_text()}: pass --real with images of that shape")
-    images, _ = load_idx_images(name, None, split)
+    from gankit.data.idx import CLASS_NAMES
+
+    images, labels = load_idx_images(name, None, split)
     if len(images) > num:
         # The subset load_real takes from a run's training data, so both give the same real set.
-        images = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:num]]
+        picked = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:num]
+        images, labels = images[picked], labels[picked]
     return Samples(fit_digits(images, height, channels), f"the {split} images of {name}",
-                   key=f"{name}:{split}:{channels}x{height}:{num}:{seed}")
+                   key=f"{name}:{split}:{channels}x{height}:{num}:{seed}", labels=labels,
+                   class_names=list(CLASS_NAMES[name]))
+
+
+def load_labelled_reference(spec: str, like: Samples) -> Samples:
+    """The whole split `spec` names ('fashion-mnist:test') with its labels, in file order, fitted to the
+    size and channels of the generated samples `like`: the fixed reference of the class-conditional metrics."""
+    name, split = parse_dataset_name(spec)
+    return load_dataset(name, split, like, num=1 << 62, seed=0)  # more than any split: all of it, unshuffled
 
 
 # ---- image files at their stored size ----------------------------------------------------------

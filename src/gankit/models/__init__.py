@@ -13,6 +13,15 @@ def output_shape(data: DataConfig) -> tuple[int, ...]:
     return (2,) if data.is_toy else (data.channels, data.resolution, data.resolution)
 
 
+def num_classes(model: ModelConfig, data: DataConfig) -> int:
+    """The classes a conditional model is built for (data.class_names, resolved when training starts); 0: none."""
+    if model.conditioning == "none":
+        return 0
+    if not data.class_names:
+        raise ValueError("a conditional model needs data.class_names (resolved from the data when training starts)")
+    return len(data.class_names)
+
+
 def build_generator(model: ModelConfig, data: DataConfig, parametrized: bool = True) -> nn.Module:
     """parametrized=False: without spectral norm whatever the config says (the EMA generator's and exports' form)."""
     generator = _build_generator(model, data)
@@ -31,10 +40,12 @@ def _build_generator(model: ModelConfig, data: DataConfig) -> nn.Module:
         from gankit.models.mlp import MLPGenerator
 
         return MLPGenerator(model.z_dim, output_shape(data), model.g_channels, model.hidden_layers,
-                            image_output=not data.is_toy)
+                            image_output=not data.is_toy, num_classes=num_classes(model, data),
+                            label_embed_dim=model.label_embed_dim)
     from gankit.models.dcgan import DCGANGenerator
 
-    return DCGANGenerator(model.z_dim, data.resolution, data.channels, model.g_channels, model.g_upsample)
+    return DCGANGenerator(model.z_dim, data.resolution, data.channels, model.g_channels, model.g_upsample,
+                          num_classes(model, data), model.conditioning, model.label_embed_dim)
 
 
 def build_discriminator(model: ModelConfig, data: DataConfig, norm: str) -> nn.Module:
@@ -51,7 +62,9 @@ def _build_discriminator(model: ModelConfig, data: DataConfig, norm: str) -> nn.
     if model.arch == "mlp":
         from gankit.models.mlp import MLPDiscriminator
 
-        return MLPDiscriminator(output_shape(data), model.d_channels, model.hidden_layers)
+        return MLPDiscriminator(output_shape(data), model.d_channels, model.hidden_layers,
+                                num_classes(model, data), model.conditioning, model.label_embed_dim)
     from gankit.models.dcgan import DCGANDiscriminator
 
-    return DCGANDiscriminator(data.resolution, data.channels, model.d_channels, norm)
+    return DCGANDiscriminator(data.resolution, data.channels, model.d_channels, norm, num_classes(model, data),
+                              model.conditioning, model.label_embed_dim)

@@ -67,10 +67,11 @@ def prepare_command(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         stack.enter_context(_sigterm_as_interrupt())
         ignored: list[tuple[str, str]] = []
+        class_names = None  # celeba and lsun have no classes
         if args.kind == "idx":
             from gankit.prepare.idx import idx_results
 
-            results, expected = idx_results(src, size, channels)
+            results, expected, class_names = idx_results(src, size, channels)
             info["crop"] = "digits, fitted as the IDX sources: zero-padded to 32 when resolution >= 32, then resized"
         else:
             if args.kind == "lsun":
@@ -88,6 +89,7 @@ def prepare_command(args: argparse.Namespace) -> int:
 
                 source = folder_source(src)
                 geometry = center_crop_resize
+                class_names = source.class_names  # set when every image lies in a class subfolder
             expected, ignored = source.count, source.ignored
             if expected == 0 and not ignored:
                 raise GankitError(f"SRC {src} holds no files")
@@ -95,6 +97,6 @@ def prepare_command(args: argparse.Namespace) -> int:
             results = decode_records(source.records, size, channels, geometry, workers or default_workers(wanted))
             stack.callback(results.close)  # stops the decoding processes early on --limit or errors
         summary = pack(results, dest, resolution=size, channels=channels, strict=args.strict, limit=limit,
-                       expected=expected, source=info, ignored=ignored)
+                       expected=expected, source=info, ignored=ignored, class_names=class_names)
     print(summary.describe(channels, size))
     return 0

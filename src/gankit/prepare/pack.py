@@ -31,10 +31,16 @@ class PackSummary:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (name, why)
     converted: list[tuple[str, str]] = field(default_factory=list)  # (name, original mode)
     ignored: list[tuple[str, str]] = field(default_factory=list)  # (name, why), never decoded
+    class_names: list[str] | None = None  # None: stored without labels
 
     def describe(self, channels: int, resolution: int) -> str:
         lines = [f"prepared {self.dest}: {self.count} images, {resolution}x{resolution} "
                  f"{'RGB' if channels == 3 else 'grayscale'}"]
+        if self.class_names:
+            shown = ", ".join(self.class_names[:10]) + (", ..." if len(self.class_names) > 10 else "")
+            lines.append(f"  labelled: {len(self.class_names)} class(es) ({shown})")
+        else:
+            lines.append("  unlabelled (no class labels stored)")
         if self.skipped:
             lines.append(f"  skipped {len(self.skipped)} unreadable file(s), e.g. {self.skipped[0][0]}: "
                          f"{self.skipped[0][1]}")
@@ -86,15 +92,17 @@ def _fsync_folder(folder: Path) -> None:
 
 
 def pack(results: Iterable[Decoded], dest: Path, *, resolution: int, channels: int, strict: bool,
-         limit: int | None, expected: int | None, source: dict, ignored: list[tuple[str, str]] = ()) -> PackSummary:
-    """Writes the good images among results (in order, at most limit) as a packed dataset at dest.
+         limit: int | None, expected: int | None, source: dict, ignored: list[tuple[str, str]] = (),
+         class_names: list[str] | None = None) -> PackSummary:
+    """Writes the good images among results (in order, at most limit) as a packed dataset at dest; with
+    class_names, also each image's label (every result must carry one) into labels.npy.
 
     Bad images are skipped and listed in dest/prepare.log; with strict, the first one is an error
     naming it. dest appears only once the whole dataset and its manifest are written."""
     dest = Path(dest)
     check_dest(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    summary = PackSummary(dest, 0, ignored=list(ignored))
+    summary = PackSummary(dest, 0, ignored=list(ignored), class_names=list(class_names) if class_names else None)
     work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
     try:
         _fill(work, results, summary, resolution, channels, strict, limit, expected, source)
@@ -114,6 +122,8 @@ def _fill(work: Path, results: Iterable[Decoded], summary: PackSummary, resoluti
           strict: bool, limit: int | None, expected: int | None, source: dict) -> None:
     """Writes images, log, preview and (last) the manifest into the temporary folder work."""
     writer = packed.PackedWriter(work / packed.IMAGES_FILE, channels, resolution)
+    class_names = summary.class_names
+    labels: list[int] = []  # of the images written, in order (skipped files have none)
     preview: list[np.ndarray] = []
     total = min(expected, limit) if expected and limit else (limit or expected)
     try:
@@ -129,6 +139,11 @@ def _fill(work: Path, results: Iterable[Decoded], summary: PackSummary, resoluti
                     continue
                 if result.converted_from:
                     summary.converted.append((result.name, result.converted_from))
+                if class_names is not None:
+                    if result.label is None or not 0 <= result.label < len(class_names):
+                        raise ValueError(f"{result.name}: label {result.label!r} is not one of the "
+                                         f"{len(class_names)} classes")
+                    labels.append(result.label)
                 writer.add(result.image)
                 if len(preview) < PREVIEW_COUNT:
                     preview.append(result.image)
@@ -148,12 +163,20 @@ def _fill(work: Path, results: Iterable[Decoded], summary: PackSummary, resoluti
     from gankit.viz.grid import save_grid
 
     save_grid(torch.from_numpy(np.stack(preview)), work / packed.PREVIEW_FILE, nrow=8)
+    labelling = {}
+    if class_names is not None:
+        # Written before the manifest, into the same temporary folder: it appears with the dataset or not at all.
+        labels_checksum = packed.write_labels(work / packed.LABELS_FILE, np.array(labels, dtype=np.int64))
+        labelling = {"class_names": class_names,
+                     "labels": {"layout": f"int64 [count] in {packed.LABELS_FILE} (NumPy .npy, no pickled objects)",
+                                "count": len(labels), "checksum": labels_checksum}}
     manifest = {
         "format": packed.FORMAT, "version": packed.VERSION,
         "count": writer.count, "resolution": resolution, "channels": channels,
         "layout": "uint8 [count, channels, resolution, resolution] after a "
                   f"{packed.HEADER_BYTES}-byte header in {packed.IMAGES_FILE}",
         "checksum": checksum,
+        **labelling,
         "source": source,
         "skipped": len(summary.skipped), "converted": len(summary.converted), "ignored": len(summary.ignored),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -17,11 +17,12 @@ from gankit.augment import build_augment
 from gankit.checkpoint import (checkpoint_path, export_generator, list_checkpoints, load_state_into,
                                load_training_state, prune_checkpoints, save_training_state)
 from gankit.config import Config, to_yaml
-from gankit.data import build_batches
+from gankit.data import build_batches, resolve_class_names
 from gankit.device import resolve_device
 from gankit.errors import GankitError
 from gankit.files import atomic_write
 from gankit.models import build_discriminator, build_generator
+from gankit.models.conditioning import cycling_labels, draw_labels, grid_labels
 from gankit.models.spectral_norm import plain_state_dict
 from gankit.losses_gdpp import generator_loss_with_gdpp
 from gankit.training import distributed
@@ -102,18 +103,29 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
     if device.type == "cuda":  # fixed shapes within a stage: let cuDNN pick its fastest kernels once
         torch.backends.cudnn.benchmark = True
     run_dir = Path(run_dir)
-    if replica.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(run_dir / "config.yaml", lambda tmp: Path(tmp).write_text(to_yaml(config)))
+
+    def write_config() -> None:
+        if replica.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write(run_dir / "config.yaml", lambda tmp: Path(tmp).write_text(to_yaml(config)))
+
+    write_config()  # before the data: a run that fails to load it can be corrected in place (rundir.py)
+    growth = Growth(config) if config.model.arch == "pgan" else None
+    conditional = config.model.conditioning != "none"
+    batches = build_batches(config.data, growth.max_batch_size if growth else tcfg.batch_size, config.seed,
+                            with_labels=conditional)
+    if conditional:  # the class names come from the data, and go into config.yaml (hence every checkpoint)
+        config = config.model_copy(deep=True)
+        config.data.class_names = resolve_class_names(config.data, batches.class_names)
+        write_config()
+    num_classes = config.data.num_classes if conditional else 0
     log = distributed.run_log(replica, lambda: RunLog(run_dir))
     # Every rank restores rank 0's checkpoint, sent over the process group (no shared file system needed).
     state = replica.on_main(load_training_state, resume_from) if resume_from else None
 
     # Build the data, the networks and their optimizers.
     torch.manual_seed(config.seed)
-    growth = Growth(config) if config.model.arch == "pgan" else None
     total_steps = growth.total_steps if growth else tcfg.steps
-    batches = build_batches(config.data, growth.max_batch_size if growth else tcfg.batch_size, config.seed)
     layout = memory_format(config)
     G = build_generator(config.model, config.data).to(device, memory_format=layout)
     D = build_discriminator(config.model, config.data, discriminator_norm(config)).to(device, memory_format=layout)
@@ -178,6 +190,11 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
     # The sample grid's latents depend on the seed only, so grids are comparable over time and runs.
     fixed_z = torch.randn(tcfg.grid_size, config.model.z_dim,
                           generator=torch.Generator().manual_seed(config.seed + 1)).to(device)
+    fixed_labels, grid_columns = None, None
+    if num_classes and not config.data.is_toy:
+        # A row per class, each column one latent shown in every class.
+        fixed_labels, grid_columns = grid_labels(num_classes, tcfg.grid_size)
+        fixed_z, fixed_labels = fixed_z[:grid_columns].repeat(num_classes, 1), fixed_labels.to(device)
     if tcfg.precision == "auto":
         log(f"train.precision auto: {precision.name} on {device}")
     elif precision.name == "fp16" and device.type == "cpu":
@@ -268,14 +285,17 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
         sampler = G_ema or G
         was_training = sampler.training
         sampler.eval()
-        fakes = sampler(fixed_z)
+        fakes = sampler(fixed_z) if fixed_labels is None else sampler(fixed_z, fixed_labels)
         sampler.train(was_training)
         path = run_dir / "samples" / (name or f"step_{step:06d}.png")
         if config.data.is_toy:
-            path = save_scatter(fakes, path, config.data.source, f"{config.name}, step {step}")
+            # A conditional toy G called without labels draws classes in turn: colour the points by them.
+            classes = cycling_labels(len(fakes), num_classes, "cpu") if num_classes else None
+            path = save_scatter(fakes, path, config.data.source, f"{config.name}, step {step}", classes,
+                                config.data.class_names if num_classes else None)
         else:
             images = to_uint8(fakes)
-            path = save_grid(images, path)
+            path = save_grid(images, path, grid_columns)
             if writer is not None:
                 writer.add_images("samples", images.float().div(255), step)
         return path
@@ -329,21 +349,34 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
                 # Discriminator updates.
                 for critic_step in range(tcfg.n_critic):
                     # Global draws (batch, flips, latents, penalty weights), each rank keeping its share.
-                    real = replica.local_part(prepare_real(batches.next(progress.batch_size if progress else None)))
+                    batch, real_labels = batches.next_labeled(progress.batch_size if progress else None)
+                    real = replica.local_part(prepare_real(batch))
                     if progress is not None:
                         real = growth.real(real, progress)
                     z = replica.local_part(torch.randn(real.shape[0] * replica.world_size, config.model.z_dim,
                                                        device=device))
+                    fake_labels = None
+                    if num_classes:  # the reals' classes come with them; the fakes' are drawn
+                        real_labels = replica.local_part(real_labels.to(device, non_blocking=True))
+                        fake_labels = replica.local_part(draw_labels(real.shape[0] * replica.world_size,
+                                                                     num_classes, device))
+                    else:
+                        real_labels = None
                     last = critic_step == tcfg.n_critic - 1
                     with autocast:
                         with torch.set_grad_enabled(last):  # the last fakes are reused by G's update
-                            fake = G_run(z, progress.stage, progress.alpha) if progress else G_run(z)
+                            if progress:
+                                fake = G_run(z, progress.stage, progress.alpha)
+                            else:
+                                fake = G_run(z) if fake_labels is None else G_run(z, fake_labels)
                         # d_update counts D's updates from the saved step alone, so lazy R1/R2 resume exactly.
                         d_loss, d_stats = losses.discriminator_loss(config.loss, D_run, real, fake.detach(),
                                                                     replica.penalty_epsilon(config.loss, real),
                                                                     precision.penalty_scale(),
                                                                     d_update=step * tcfg.n_critic + critic_step,
-                                                                    lecam=lecam, augment=augment)
+                                                                    lecam=lecam, augment=augment,
+                                                                    real_labels=real_labels,
+                                                                    fake_labels=fake_labels)
                     opt_d.zero_grad(set_to_none=True)
                     precision.update(precision.d_scaler, d_loss, opt_d, D.parameters(), tcfg.d_grad_clip)
                     accumulate(precision.finite_stats(d_stats))  # every D update's, lazy penalties included
@@ -358,7 +391,7 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
                     if growth is not None:
                         g_loss, g_stats = generator_loss_with_gdpp(config.loss, D_for_g, real, fake)
                     else:
-                        g_loss, g_stats = losses.generator_loss(config.loss, D_for_g, fake, augment)
+                        g_loss, g_stats = losses.generator_loss(config.loss, D_for_g, fake, augment, fake_labels)
                 opt_g.zero_grad(set_to_none=True)
                 precision.update(precision.g_scaler, g_loss, opt_g, G.parameters(), tcfg.g_grad_clip)
                 D.requires_grad_(True)

@@ -33,8 +33,13 @@ def save_grid(images_uint8: torch.Tensor, path: Path, nrow: int | None = None) -
     return Path(path)
 
 
-def save_scatter(points: torch.Tensor, path: Path, source: str | None = None, title: str = "") -> Path:
-    """Scatter plot of 2-D points; for mixture sources the true modes (and 3-std circles) are drawn."""
+MAX_LEGEND_CLASSES = 10  # beyond this a legend of classes hides the plot
+
+
+def save_scatter(points: torch.Tensor, path: Path, source: str | None = None, title: str = "",
+                 labels: torch.Tensor | None = None, class_names: list[str] | None = None) -> Path:
+    """Scatter plot of 2-D points; for mixture sources the true modes (and 3-std circles) are drawn.
+    labels (class indices [N], with class_names): points coloured by the class they were asked for."""
     # Figure, not pyplot: no process-wide backend or figure registry.
     from matplotlib.figure import Figure
     from matplotlib.patches import Circle
@@ -44,7 +49,10 @@ def save_scatter(points: torch.Tensor, path: Path, source: str | None = None, ti
     fig = Figure(figsize=(5, 5), dpi=120)
     ax = fig.subplots()
     pts = points.detach().float().cpu().numpy()
-    ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.4, color="tab:blue", label="samples")
+    if labels is None:
+        ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.4, color="tab:blue", label="samples")
+    else:
+        _scatter_by_class(ax, pts, labels.cpu().numpy(), class_names)
     if source in ("toy-8gaussians", "toy-25gaussians"):
         from gankit.data.toy import mixture_modes
 
@@ -58,3 +66,20 @@ def save_scatter(points: torch.Tensor, path: Path, source: str | None = None, ti
     fig.tight_layout()
     atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
     return Path(path)
+
+
+def _scatter_by_class(ax, pts, labels, class_names: list[str] | None) -> None:
+    """One colour per class (a cyclic map, so that 25 classes stay distinguishable); a legend for few classes."""
+    from matplotlib import colormaps
+
+    count = len(class_names) if class_names else int(labels.max()) + 1
+    cmap = colormaps["tab10" if count <= 10 else "hsv"]
+    present = sorted(set(labels.tolist()))
+    for k in present:
+        colour = cmap(k % 10) if count <= 10 else cmap(k / count)
+        name = class_names[k] if class_names else str(k)
+        mask = labels == k
+        ax.scatter(pts[mask, 0], pts[mask, 1], s=2, alpha=0.5, color=colour,
+                   label=f"class {name}" if len(present) <= MAX_LEGEND_CLASSES else None)
+    if len(present) > MAX_LEGEND_CLASSES:
+        ax.scatter([], [], s=2, color="gray", label=f"samples, coloured by class ({len(present)} classes)")

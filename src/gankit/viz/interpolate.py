@@ -1,8 +1,13 @@
-"""Latent interpolation: lerp and slerp rows, the 2-D latent grid, and a looping GIF.
+"""Latent interpolation: lerp and slerp rows, the 2-D latent grid, and a looping GIF; for class-conditional
+generators also the path between two classes through the label embeddings, at fixed latents.
 
 Latents are drawn on the CPU from the seed (as `gankit.sampling.generate` does), so a seed gives the
-same pictures on every device. The pure functions (`lerp`, `slerp`, `latent_grid`, `loop_latents`)
-work on latent tensors only and know nothing about generators.
+same pictures on every device. The pure functions (`lerp`, `slerp`, `latent_grid`, `loop_latents`,
+`class_path_weights`) work on tensors only and know nothing about generators.
+
+Conditional generators: lerp/slerp rows take the --class classes in turn (default every class, row r
+class r mod K); grid and GIF stay in one class (--class, default class 0); --mode classes keeps each row's
+latent and moves the class weights from onehot(--from) to onehot(--to).
 """
 
 from __future__ import annotations
@@ -89,6 +94,16 @@ def loop_latents(keys: torch.Tensor, frames_per_segment: int, spherical: bool = 
     return torch.cat(segments)
 
 
+def class_path_weights(from_class: int, to_class: int, num_classes: int, steps: int) -> torch.Tensor:
+    """Class weights [steps, K]: (1 - t) onehot(from) + t onehot(to) for t from 0 to 1; the ends are exactly
+    the two one-hot rows, so the first and last images are the two classes themselves."""
+    t = torch.linspace(0.0, 1.0, steps, dtype=torch.float64)
+    weights = torch.zeros(steps, num_classes, dtype=torch.float64)
+    weights[:, from_class] += 1 - t
+    weights[:, to_class] += t
+    return weights.float()
+
+
 def seeded_latents(shape: tuple[int, ...], seed: int) -> torch.Tensor:
     """Standard normal latents drawn on the CPU from seed (device-independent)."""
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
@@ -96,7 +111,9 @@ def seeded_latents(shape: tuple[int, ...], seed: int) -> torch.Tensor:
 
 def interpolation_latents(mode: str, z_dim: int, steps: int, pairs: int, seed: int) -> torch.Tensor:
     """The latents behind a picture, laid out [rows, columns, z_dim]: `pairs` rows of `steps` for
-    lerp/slerp, a steps x steps sweep for grid."""
+    lerp/slerp, a steps x steps sweep for grid, `pairs` latents each repeated `steps` times for classes."""
+    if mode == "classes":
+        return seeded_latents((pairs, z_dim), seed)[:, None].expand(pairs, steps, z_dim)
     if mode == "grid":
         corners = seeded_latents((2, z_dim), seed)
         return latent_grid(corners[0], corners[1], steps)
@@ -105,31 +122,48 @@ def interpolation_latents(mode: str, z_dim: int, steps: int, pairs: int, seed: i
     return path(ends[:, 0], ends[:, 1], torch.linspace(0.0, 1.0, steps, dtype=torch.float64))
 
 
-@torch.no_grad()
-def render(generator: torch.nn.Module, z: torch.Tensor, device: torch.device, batch_size: int = 64) -> torch.Tensor:
-    """Generator outputs (float, CPU) for latents [N, D]."""
-    return torch.cat([generator(chunk.to(device)).float().cpu() for chunk in z.split(batch_size)])
+def interpolation_labels(mode: str, rows: int, columns: int, classes: list[int], num_classes: int,
+                         from_class: int | None = None, to_class: int | None = None) -> torch.Tensor:
+    """The labels of a picture's rows * columns images, row by row: class weights [N, K] along the path from
+    `from_class` to `to_class` (classes), row r in class classes[r % len(classes)] (lerp, slerp), or all
+    classes[0] (grid)."""
+    if mode == "classes":
+        return class_path_weights(from_class, to_class, num_classes, columns).repeat(rows, 1)
+    if mode == "grid":
+        return torch.full((rows * columns,), classes[0])
+    return torch.tensor([classes[r % len(classes)] for r in range(rows)]).repeat_interleave(columns)
+
+
+def render(generator: torch.nn.Module, z: torch.Tensor, device: torch.device, batch_size: int = 64,
+           labels: torch.Tensor | None = None) -> torch.Tensor:
+    """Generator outputs (float, CPU) for latents [N, D] (and labels: class indices [N] or weights [N, K])."""
+    from gankit.sampling import render as render_samples
+
+    return render_samples(generator, z, device, labels, batch_size)
 
 
 def save_interpolation_png(generator, z_dim: int, mode: str, steps: int, pairs: int, seed: int,
-                           device: torch.device, out: Path) -> Path:
-    """Renders interpolation_latents(...) and saves it as one grid PNG, one row per pair (or grid row)."""
+                           device: torch.device, out: Path, labels: torch.Tensor | None = None) -> Path:
+    """Renders interpolation_latents(...) and saves it as one grid PNG, one row per pair (or grid row);
+    labels: one per image, row by row (interpolation_labels), for a conditional generator."""
     from gankit.viz.grid import save_grid, to_uint8
 
     latents = interpolation_latents(mode, z_dim, steps, pairs, seed)
     rows, columns = latents.shape[:2]
-    images = render(generator, latents.reshape(rows * columns, z_dim), device)
+    images = render(generator, latents.reshape(rows * columns, z_dim), device, labels=labels)
     return save_grid(to_uint8(images), Path(out), nrow=columns)
 
 
 def save_loop_gif(generator, z_dim: int, keys: int, frames_per_segment: int, seed: int, spherical: bool,
-                  device: torch.device, out: Path) -> Path:
-    """An animated GIF (played in a loop) along a closed path through `keys` seeded latents."""
+                  device: torch.device, out: Path, label: int | None = None) -> Path:
+    """An animated GIF (played in a loop) along a closed path through `keys` seeded latents; label: the
+    class of every frame, for a conditional generator."""
     from gankit.files import atomic_write
     from gankit.viz.grid import grid_image, to_uint8
 
     latents = loop_latents(seeded_latents((keys, z_dim), seed), frames_per_segment, spherical)
-    images = to_uint8(render(generator, latents, device))
+    labels = None if label is None else torch.full((len(latents),), label)
+    images = to_uint8(render(generator, latents, device, labels=labels))
     scale = max(1, math.ceil(GIF_MIN_SIDE / images.shape[-1]))
     frames = [grid_image(image[None], nrow=1, padding=0) for image in images]
     if scale > 1:
@@ -142,10 +176,27 @@ def save_loop_gif(generator, z_dim: int, keys: int, frames_per_segment: int, see
     return out
 
 
+def _check_class_options(args, kind: str) -> None:
+    """The class options that contradict each other or the mode, refused before any loading."""
+    from_to = args.from_class is not None or args.to_class is not None
+    if args.mode == "classes":
+        if args.from_class is None or args.to_class is None:
+            raise GankitError("--mode classes interpolates between two classes: give --from CLASS and --to CLASS")
+        if args.classes:
+            raise GankitError("--mode classes takes --from and --to, not --class")
+        if kind == ".gif":
+            raise GankitError("--mode classes makes a still picture: use --out FILE.png")
+    elif from_to:
+        raise GankitError("--from and --to go with --mode classes")
+    if len(args.classes) > 1 and (args.mode == "grid" or kind == ".gif"):
+        what = "the latent grid" if args.mode == "grid" else "a GIF"
+        raise GankitError(f"{what} stays within one class: give one --class")
+
+
 def interpolate_command(args) -> int:
-    """`gankit interpolate`: writes a lerp/slerp/grid PNG or a looping GIF and prints its path."""
+    """`gankit interpolate`: writes a lerp/slerp/grid/classes PNG or a looping GIF and prints its path."""
     from gankit.device import resolve_device
-    from gankit.sampling import load_for_sampling
+    from gankit.sampling import class_names_of, load_for_sampling, not_conditional, resolve_class, resolve_classes
 
     if not 2 <= args.steps <= MAX_STEPS:
         raise GankitError(f"--steps {args.steps}: give 2 to {MAX_STEPS} (the endpoints count as steps)")
@@ -159,6 +210,7 @@ def interpolate_command(args) -> int:
         raise GankitError("--mode grid makes a still picture: use --out FILE.png, or --mode slerp/lerp for a GIF")
     if kind == ".gif" and args.pairs < 2:
         raise GankitError("a GIF loops through --pairs seeded latents: give --pairs 2 or more")
+    _check_class_options(args, kind)
 
     device = resolve_device(args.device)
     generator, meta = load_for_sampling(args.source, args.no_ema, device)
@@ -167,11 +219,29 @@ def interpolate_command(args) -> int:
             f"{args.source} generates 2-D points ({meta['data'].source}), not images: interpolation pictures "
             "need an image model; plot toy samples with `gankit sample RUN --out plot.png`"
         )
+    names = class_names_of(generator, meta)
+    if names is None and args.mode == "classes":
+        raise not_conditional(args.source, "--mode classes")
+    chosen = resolve_classes(args.classes, names, args.source)
     z_dim = meta["model"].z_dim
     out.parent.mkdir(parents=True, exist_ok=True)
     if kind == ".gif":
-        path = save_loop_gif(generator, z_dim, args.pairs, args.steps, args.seed, args.mode == "slerp", device, out)
+        label = None if names is None else (chosen[0] if chosen else 0)
+        path = save_loop_gif(generator, z_dim, args.pairs, args.steps, args.seed, args.mode == "slerp", device, out,
+                             label)
     else:
-        path = save_interpolation_png(generator, z_dim, args.mode, args.steps, args.pairs, args.seed, device, out)
+        labels = None
+        if names is not None:
+            from_class = to_class = None
+            if args.mode == "classes":
+                from_class = resolve_class(args.from_class, names, args.source, "--from")
+                to_class = resolve_class(args.to_class, names, args.source, "--to")
+                if from_class == to_class:
+                    raise GankitError(f"--from and --to name the same class ({names[from_class]}): give two classes")
+            rows = args.steps if args.mode == "grid" else args.pairs
+            labels = interpolation_labels(args.mode, rows, args.steps, chosen or list(range(len(names))), len(names),
+                                          from_class, to_class)
+        path = save_interpolation_png(generator, z_dim, args.mode, args.steps, args.pairs, args.seed, device, out,
+                                      labels)
     print(path)
     return 0

@@ -268,18 +268,24 @@ def latest_interpolation(run_dir: Path, is_toy: bool) -> tuple[Path | None, str]
         return target, "reused: the exported generator has not changed since it was drawn"
     from gankit.checkpoint import load_generator
     from gankit.device import resolve_device
-    from gankit.viz.interpolate import save_interpolation_png
+    from gankit.viz.interpolate import interpolation_labels, save_interpolation_png
 
     device = resolve_device("auto")
     try:
         generator, meta = load_generator(run_dir, device)
         if meta["data"].is_toy:
             return None, "toy runs generate 2-D points; there is no image interpolation to show"
+        from gankit.sampling import class_names_of
+
+        names = class_names_of(generator, meta)
+        labels = None if names is None else interpolation_labels("grid", INTERPOLATION_K, INTERPOLATION_K, [0],
+                                                                 len(names))
         save_interpolation_png(generator, meta["model"].z_dim, "grid", INTERPOLATION_K, 1, INTERPOLATION_SEED,
-                               device, target)
+                               device, target, labels)
     except GankitError as err:  # e.g. the export being replaced by a running training at this moment
         return (target if target.is_file() else None), f"could not draw a new grid: {err}"
-    return target, f"drawn now from the exported generator (step {meta['step']})"
+    which = "" if names is None else f", all of class 0 ({names[0]})"
+    return target, f"drawn now from the exported generator (step {meta['step']}){which}"
 
 
 # ---- HTML ----------------------------------------------------------------------------------------
@@ -375,6 +381,33 @@ def _summary(contents: RunContents, now: float) -> str:
     return f'<table class="summary">{rows}</table>'
 
 
+def grid_class_names(config: dict) -> list[str] | None:
+    """The class of each sample grid row, top to bottom, for a conditional image run (training's grids hold
+    a row per class, gankit.models.conditioning.grid_labels); None otherwise."""
+    model, data = config.get("model"), config.get("data")
+    if not isinstance(model, dict) or not isinstance(data, dict):
+        return None
+    names = data.get("class_names")
+    if model.get("conditioning", "none") == "none" or str(data.get("source", "")).startswith("toy-"):
+        return None
+    if not isinstance(names, list) or not names:
+        return None
+    return [str(name) for name in names]
+
+
+def _class_labelled(frames_html: str, names: list[str] | None) -> str:
+    """The sample frames with the class names beside their rows (a column of evenly spaced labels as tall as
+    the grid), and the same names as a caption for readers the layout does not reach."""
+    if not names:
+        return f'<div id="sample-frames" class="frames">{frames_html}</div>'
+    labels = "".join(f"<li>{html.escape(name)}</li>" for name in names)
+    caption = ", ".join(f"{i} {name}" for i, name in enumerate(names))
+    return (f'<div class="class-grid"><ol class="row-labels" aria-label="class of each row">{labels}</ol>'
+            f'<div id="sample-frames" class="frames">{frames_html}</div></div>'
+            f'<p class="note" id="row-classes">Rows, top to bottom: {html.escape(caption)}; each column is one '
+            "latent across the classes.</p>")
+
+
 def _age(seconds: float) -> str:
     seconds = max(0.0, seconds)
     if seconds < 120:
@@ -427,7 +460,7 @@ def build_html(contents: RunContents, charts: list[Chart], metric_chart_list: li
             f'<div class="slider"><input type="range" id="sample-slider" min="0" max="{len(frames) - 1}" '
             f'value="{len(frames) - 1}" data-steps="{steps_json}" aria-label="sample step">'
             f'<span id="sample-step">step {frames[-1][0]}</span></div>'
-            f'<div id="sample-frames" class="frames">{images}</div>{_stage_strip(contents)}</section>')
+            f'{_class_labelled(images, grid_class_names(contents.config))}{_stage_strip(contents)}</section>')
     else:
         sections.append('<div class="row"><section id="samples"><h2>Samples over time</h2><p class="note">no sample '
                         "grids yet.</p></section>")
@@ -499,6 +532,12 @@ img[hidden] {{ display: none; }}
 .slider {{ display: flex; align-items: center; gap: 12px; margin: 6px 0 10px; }}
 .slider input {{ flex: 1; max-width: 420px; }}
 .slider span {{ white-space: nowrap; }}
+.class-grid {{ display: flex; align-items: stretch; gap: 6px; }}
+.class-grid .frames {{ min-width: 0; }}
+.class-grid img:not([hidden]) {{ display: block; }}
+ol.row-labels {{ list-style: none; margin: 0; padding: 0; display: flex; flex-direction: column; font-size: 12px;
+                 color: #1d2330; text-align: right; white-space: nowrap; }}
+ol.row-labels li {{ flex: 1 1 0; display: flex; align-items: center; justify-content: flex-end; min-height: 0; }}
 pre {{ background: #f3f4f7; padding: 10px; font-size: 12px; overflow: auto; }}
 pre.config {{ max-height: 300px; margin: 0 0 6px; }}
 .row {{ display: grid; grid-template-columns: repeat(auto-fit, minmax(420px, 1fr)); gap: 0 16px; }}
