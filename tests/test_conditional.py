@@ -135,8 +135,9 @@ def test_spectral_norm_reaches_the_projection_embedding():
 
 # ---- losses --------------------------------------------------------------------------------------
 
-def test_acgan_losses_against_an_independent_computation():
-    config = small("acgan", "loss.class_weight=0.5")
+@pytest.mark.parametrize("on_fakes", [False, True])
+def test_acgan_losses_against_an_independent_computation(on_fakes):
+    config = small("acgan", "loss.class_weight=0.5", f"loss.class_loss_on_fakes={str(on_fakes).lower()}")
     _, D = nets(config)
     real, fake = torch.randn(4, 1, 16, 16), torch.randn(4, 1, 16, 16)
     real_labels, fake_labels = torch.tensor([0, 1, 2, 0]), torch.tensor([2, 2, 1, 0])
@@ -147,7 +148,8 @@ def test_acgan_losses_against_an_independent_computation():
     # -log sigmoid(D(real)) - log(1 - sigmoid(D(fake))), plus the class cross-entropy on both batches.
     adversarial = -torch.log(torch.sigmoid(r[:, 0])).mean() - torch.log(1 - torch.sigmoid(f[:, 0])).mean()
     nll = lambda logits, y: -torch.log_softmax(logits, 1)[torch.arange(len(y)), y].mean()  # noqa: E731
-    classes = nll(r[:, 1:], real_labels) + nll(f[:, 1:], fake_labels)
+    # D's classifier learns from the reals, and with class_loss_on_fakes from the fakes' asked-for classes too.
+    classes = nll(r[:, 1:], real_labels) + (nll(f[:, 1:], fake_labels) if on_fakes else 0)
     assert loss.item() == pytest.approx((adversarial + 0.5 * classes).item(), rel=1e-5)
     assert stats["d_class"].item() == pytest.approx(classes.item(), rel=1e-5)
 
@@ -201,6 +203,7 @@ def test_r1_and_gradient_penalty_differentiate_the_adversarial_score_only():
     (["model.conditioning=concat", "model.arch=mlp", "data.source=toy-swissroll"], "has none"),
     (["loss.class_weight=2.0"], "acgan only"),
     (["model.conditioning=projection", "loss.class_weight=2.0"], "acgan only"),
+    (["model.conditioning=concat", "loss.class_loss_on_fakes=true"], "acgan only"),
     (["data.class_names=[a,b]"], "applies to conditional runs"),
     (["model.conditioning=projection", "data.class_names=[a,a]"], "distinct"),
 ])

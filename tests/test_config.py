@@ -67,7 +67,7 @@ def test_required_presets_exist():
     required = {"dcgan-fashion-mnist", "gan-mlp-fashion-mnist", "lsgan-fashion-mnist", "wgan-fashion-mnist",
                 "wgangp-fashion-mnist", "wgangp-25gaussians", "gan-8gaussians", "dcgan-celeba-64",
                 "dcgan-lsun-bedroom-64", "wgangp-anime-64", "sngan-fashion-mnist", "wgangp-anime-64-ada",
-                "dcgan-celeba-64-ada"}
+                "dcgan-celeba-64-ada", "sngan-proj-fashion-mnist", "acgan-fashion-mnist", "cgan-25gaussians"}
     assert required <= set(cfg.preset_names())
 
 
@@ -78,6 +78,16 @@ def test_modern_presets_hold_their_recipes():
     for name, kind in (("wgangp-anime-64-ada", "wgan-gp"), ("dcgan-celeba-64-ada", "nsgan")):
         preset = cfg.load(name)
         assert (preset.augment.policy, preset.augment.target, preset.loss.kind) == ("ada", 0.6, kind)
+
+
+def test_conditional_presets_hold_their_recipes():
+    proj = cfg.load("sngan-proj-fashion-mnist")
+    assert (proj.model.conditioning, proj.model.d_spectral_norm, proj.model.d_norm, proj.loss.kind) == \
+        ("projection", True, "none", "hinge")
+    acgan = cfg.load("acgan-fashion-mnist")
+    assert (acgan.model.conditioning, acgan.loss.class_loss_on_fakes) == ("acgan", False)
+    toy = cfg.load("cgan-25gaussians")
+    assert (toy.model.conditioning, toy.model.arch, toy.data.source) == ("concat", "mlp", "toy-25gaussians")
 
 
 def test_toy_source_needs_mlp():

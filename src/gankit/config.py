@@ -130,6 +130,10 @@ class LossConfig(_Section):
     # model.conditioning acgan: weight of the auxiliary classifier's cross-entropy, in D's loss (on reals and
     # fakes) and in G's (on fakes)
     class_weight: float = Field(1.0, ge=0.0)
+    # acgan: D's class loss also on the fakes, with the classes G was asked for (the paper's form). Off by
+    # default: D's classifier then learns the real classes alone; with it on, G and D's classifier agree on
+    # cues the real classes do not have (measured in docs/conditional.md)
+    class_loss_on_fakes: bool = False
 
 
 DEFAULT_STEPS = 5000  # train.steps of every architecture but pgan, whose schedule sets the length
@@ -311,11 +315,12 @@ class Config(_Section):
             if data.class_names is not None:
                 raise ValueError("data.class_names applies to conditional runs: set model.conditioning, or leave "
                                  "data.class_names out")
-            if self.loss.class_weight != 1.0:
-                raise ValueError("loss.class_weight applies to model.conditioning acgan only")
+        acgan_keys = [f"loss.{k}" for k, default in (("class_weight", 1.0), ("class_loss_on_fakes", False))
+                      if getattr(self.loss, k) != default]
+        if conditioning != "acgan" and acgan_keys:
+            raise ValueError(f"{', '.join(acgan_keys)} applies to model.conditioning acgan only (it is {conditioning})")
+        if conditioning == "none":
             return
-        if conditioning != "acgan" and self.loss.class_weight != 1.0:
-            raise ValueError(f"loss.class_weight applies to model.conditioning acgan only (it is {conditioning})")
         if data.labels == "none":
             raise ValueError(f"model.conditioning {conditioning} needs class labels, and data.labels is none: set "
                              "data.labels auto")

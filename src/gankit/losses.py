@@ -174,7 +174,8 @@ def discriminator_loss(cfg: LossConfig, discriminator: nn.Module, real: torch.Te
     augment: applied to the real and the fake batch before D sees them (gankit.augment; None: none); one
     with an `observe_real_scores` method (ADA) is also handed D's scores on the reals. real_labels,
     fake_labels: the classes of the two batches, for a class-conditional D (None: unconditional); an AC-GAN
-    D's class logits add class_weight times their cross-entropy on both batches (Odena et al. 2017)."""
+    D's class logits add class_weight times their cross-entropy on the reals, and with class_loss_on_fakes
+    on the fakes too (Odena et al. 2017)."""
     if cfg.lecam > 0 and lecam is None:  # a caller's bug: the term would be silently missing
         raise ValueError("loss.lecam > 0 needs its state: pass lecam=LeCam()")
     lazy = lazy_weight(cfg.reg_every, d_update)
@@ -203,7 +204,9 @@ def discriminator_loss(cfg: LossConfig, discriminator: nn.Module, real: torch.Te
     loss = d_loss_terms(cfg.kind, real_out, fake_out, cfg.label_smoothing, cfg.sigmoid_output)
     stats = {"d_loss": loss.detach(), "d_real": real_out.detach().mean(), "d_fake": fake_out.detach().mean()}
     if class_logits(real_full) is not None:
-        term = classification_loss(real_full, real_labels) + classification_loss(fake_full, fake_labels)
+        term = classification_loss(real_full, real_labels)
+        if cfg.class_loss_on_fakes:
+            term = term + classification_loss(fake_full, fake_labels)
         loss = loss + cfg.class_weight * term
         stats["d_class"] = term.detach()
     if cfg.kind == "wgan-gp" and cfg.gp_weight > 0:
