@@ -26,7 +26,7 @@ def run_train(argv_tail: list[str], cwd: Path) -> tuple[int, str, Config | None]
     """(exit code, stderr, config that training received) for `gankit train <argv_tail>` run in cwd."""
     received = []
 
-    def record(config, run_dir, resume_from, device):
+    def record(config, run_dir, resume_from, device, init_from=None):
         received.append(config)
         return {"interrupted": None}
 

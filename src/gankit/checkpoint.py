@@ -139,19 +139,52 @@ def load_state_into(module: nn.Module, state: dict, what: str, source: Path) -> 
 
 # ---- exported generator -------------------------------------------------------------------------
 
-def export_generator(run_dir: Path, generator: nn.Module, model_cfg: dict, data_cfg: dict, step: int) -> None:
-    """Writes generator.safetensors + generator.json into run_dir (spectral norm folded into the weights)."""
+def export_generator(run_dir: Path, generator: nn.Module, model_cfg: dict, data_cfg: dict, step: int,
+                     dtype: torch.dtype | None = None) -> None:
+    """Writes generator.safetensors + generator.json into run_dir (spectral norm folded into the weights).
+    dtype torch.float16 or torch.bfloat16: the floating tensors stored in half precision (the json records
+    "weights_dtype"); loading casts them back to float32."""
     from safetensors.torch import save
 
     from gankit.models.spectral_norm import plain_state_dict
 
     run_dir = Path(run_dir)
-    weights = {k: v.detach().cpu().contiguous() for k, v in plain_state_dict(generator).items()}
+    weights = _stored_as({k: v.detach().cpu().contiguous() for k, v in plain_state_dict(generator).items()}, dtype)
     meta = {"format": GENERATOR_FORMAT, "version": GENERATOR_VERSION, "step": step,
             "model": model_cfg, "data": data_cfg}
+    if dtype is not None:
+        meta["weights_dtype"] = _HALF_DTYPES[dtype]
     # Serialized in memory, then written by Python: a failed write raises an OSError that names its cause.
     atomic_write(run_dir / "generator.safetensors", lambda tmp: Path(tmp).write_bytes(save(weights)))
     atomic_write(run_dir / "generator.json", lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
+
+
+# Half-precision dtypes an export may store its floating tensors in (read back as float32).
+_HALF_DTYPES = {torch.float16: "float16", torch.bfloat16: "bfloat16"}
+
+
+def _stored_as(weights: dict[str, torch.Tensor], dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+    """The float32 tensors of weights cast to dtype (None: unchanged); integer buffers stay as they are."""
+    if dtype is None:
+        return weights
+    if dtype not in _HALF_DTYPES:
+        raise ValueError(f"an export stores float32, float16 or bfloat16 weights, not {dtype}")
+    return {k: v.to(dtype) if v.dtype == torch.float32 else v for k, v in weights.items()}
+
+
+def write_half_export(src_dir: Path, dest_dir: Path, dtype: torch.dtype = torch.float16) -> Path:
+    """Writes into dest_dir a copy of the export in src_dir (a run or export folder) with its float32 tensors
+    in float16 (or bfloat16): the json is kept, with "weights_dtype" added. Returns dest_dir."""
+    from safetensors.torch import load_file, save
+
+    json_path, weights_path = resolve_generator_files(src_dir)
+    meta = json.loads(json_path.read_text())
+    weights = _stored_as(load_file(str(weights_path)), dtype)
+    meta["weights_dtype"] = _HALF_DTYPES[dtype]
+    dest_dir = Path(dest_dir)
+    atomic_write(dest_dir / "generator.safetensors", lambda tmp: Path(tmp).write_bytes(save(weights)))
+    atomic_write(dest_dir / "generator.json", lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
+    return dest_dir
 
 
 def is_checkpoint_file(source: str | Path) -> bool:
@@ -161,6 +194,10 @@ def is_checkpoint_file(source: str | Path) -> bool:
 
 def run_folder_of(source: str | Path) -> Path | None:
     """The run folder a generator source belongs to (the folder itself, or a checkpoint's run); None for an export."""
+    from gankit.zoo import is_zoo_name
+
+    if is_zoo_name(source):  # an entry is an export: no run, no metrics.jsonl
+        return None
     source = Path(source)
     if is_checkpoint_file(source) and source.parent.name == "checkpoints":
         source = source.parent.parent
@@ -168,8 +205,11 @@ def run_folder_of(source: str | Path) -> Path | None:
 
 
 def resolve_generator_files(source: str | Path) -> tuple[Path, Path]:
-    """(json, safetensors) of a run folder, an export folder, or either file of an export."""
-    source = Path(source)
+    """(json, safetensors) of a run folder, an export folder, either file of an export, or a zoo entry
+    (`zoo:NAME`: its files checksummed first, downloaded first for an entry that lives elsewhere)."""
+    from gankit.zoo import resolve_source
+
+    source = Path(resolve_source(source))
     if source.is_dir():
         base = source / "generator"
     elif source.suffix in (".json", ".safetensors"):
@@ -211,6 +251,13 @@ def _check_tensors(stored: dict, expected: dict, source: str, description: str) 
                               f"{shape} {dtype}")
 
 
+def as_float32_header(stored: dict, expected: dict) -> dict:
+    """Stored (shape, dtype name) with F16/BF16 read as F32 where F32 is expected: a half-precision export
+    is loaded as float32. Any other dtype difference is left for _check_tensors to refuse."""
+    return {k: (shape, "F32") if dtype in ("F16", "BF16") and expected.get(k, (None, None))[1] == "F32"
+            else (shape, dtype) for k, (shape, dtype) in stored.items()}
+
+
 def _check_progress(generator: nn.Module, source: Path) -> None:
     """A Progressive GAN generator's stored stage and alpha must be usable (they come from the file)."""
     if hasattr(generator, "set_progress"):
@@ -222,7 +269,11 @@ def _check_progress(generator: nn.Module, source: Path) -> None:
 
 def load_generator(source: str | Path, device: str | torch.device = "cpu"):
     """Builds the EMA generator of a run folder, an export or a checkpoint file. Returns (generator in
-    eval mode, meta) where meta holds the validated `model` and `data` config sections and the `step`."""
+    eval mode, meta) where meta holds the validated `model` and `data` config sections and the `step`.
+    A zoo name (`zoo:NAME`) is its entry's export, verified against the zoo's index first."""
+    from gankit.zoo import resolve_source
+
+    source = resolve_source(source)
     if is_checkpoint_file(source):
         return load_checkpoint_generator(source, device)
     from safetensors import SafetensorError, safe_open
@@ -257,9 +308,10 @@ def load_generator(source: str | Path, device: str | torch.device = "cpu"):
     except (SafetensorError, OSError, ValueError) as err:
         raise GankitError(f"{weights_path} is not a readable safetensors file: {err}") from None
     # An export holds the plain network: spectral norm, if trained with it, is folded into the weights.
-    _check_tensors(stored, _expected_tensors(model_cfg, data_cfg, False), str(weights_path), json_path.name)
+    expected = _expected_tensors(model_cfg, data_cfg, False)
+    _check_tensors(as_float32_header(stored, expected), expected, str(weights_path), json_path.name)
     generator = build_generator(model_cfg, data_cfg, parametrized=False)
-    weights = load_file(str(weights_path))
+    weights = {k: v.float() if v.dtype in _HALF_DTYPES else v for k, v in load_file(str(weights_path)).items()}
     load_state_into(generator, weights, "generator", weights_path)
     _check_progress(generator, weights_path)
     generator.to(device).eval()

@@ -16,13 +16,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from gankit.training.loop import train
     from gankit.training.rundir import plan_run, run_dir_for
 
+    if args.init is not None and args.resume not in ("auto", "never"):
+        raise GankitError("--init starts a fresh run from other weights and --resume PATH continues a checkpoint: "
+                          "give one of them")
     replica = current()  # under torchrun, rank 0 reads and locks the run folder and tells the other ranks
     run_dir = replica.on_main(run_dir_for, args.config, args.out, args.set)
     with RunLock(run_dir):  # held until training ends: a second `gankit train` on this folder is refused
         replica.on_main(remove_stale_temporaries, run_dir)  # left by a killed run; safe only under the lock
         plan = replica.agree_on_plan(plan_run, args.config, args.out, args.set, args.resume)
+        init_from = _init_source(args, plan, replica)
         try:
-            result = train(plan.config, plan.run_dir, plan.checkpoint, args.device)
+            result = train(plan.config, plan.run_dir, plan.checkpoint, args.device, init_from)
         except OSError as err:  # a StorageError is one too
             message = str(err) if isinstance(err, StorageError) else describe_os_error(err)
             saved = list_checkpoints(plan.run_dir)
@@ -32,6 +36,25 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if result["interrupted"] is not None:
         return 128 + int(result["interrupted"])
     return 0
+
+
+def _init_source(args: argparse.Namespace, plan, replica) -> str | None:
+    """The --init source for a fresh run; None when there is none or the run resumes (resuming wins)."""
+    if args.init is None:
+        return None
+    if plan.checkpoint is None:
+        return args.init
+    from gankit.training.init import started_from
+
+    # The same command again (after a stop) continues the run it started: its log.txt names the source.
+    if replica.on_main(started_from, plan.run_dir / "log.txt", args.init):
+        if replica.is_main:
+            print(f"{plan.run_dir} was started from --init {args.init}; it has checkpoints, so it resumes from "
+                  f"{plan.checkpoint.name} (resuming wins over --init)")
+        return None
+    raise GankitError(f"--init {args.init}: {plan.run_dir} already has checkpoints (newest {plan.checkpoint.name}), "
+                      f"and resuming wins over --init: drop --init to continue that run, or give a new --out to "
+                      f"fine-tune from {args.init}")
 
 
 def _cmd_train_under_torchrun(args: argparse.Namespace) -> int:
@@ -49,6 +72,13 @@ def _cmd_presets(args: argparse.Namespace) -> int:
     width = max(len(n) for n in names)
     for name in names:
         print(f"{name:<{width}}  {preset_description(name)}")
+    return 0
+
+
+def _cmd_zoo(args: argparse.Namespace) -> int:
+    from gankit.zoo import zoo_command
+
+    print(zoo_command(args.name))
     return 0
 
 
@@ -103,15 +133,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", default="auto", metavar="auto|never|PATH",
                    help="auto: continue from the newest checkpoint in the run folder (default); never: refuse "
                         "a non-empty run folder; PATH: start from that checkpoint")
+    p.add_argument("--init", metavar="zoo:NAME|RUN|EXPORT",
+                   help="fine-tune: a fresh run's G and G_ema start from this generator (a zoo entry, an exported "
+                        "generator, a run folder or a checkpoint file), and D from a run's or checkpoint's D "
+                        "(else fresh); the config must describe the same networks")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.set_defaults(func=_cmd_train_under_torchrun)
 
     p = sub.add_parser("presets", help="list the built-in presets")
     p.set_defaults(func=_cmd_presets)
 
+    p = sub.add_parser("zoo", help="list the pretrained generators (use one as zoo:NAME), or show one's card")
+    p.add_argument("name", nargs="?", metavar="NAME", help="an entry: print its model card")
+    p.set_defaults(func=_cmd_zoo)
+
     p = sub.add_parser("sample", help="generate images (or toy points) from a run or an exported generator")
-    p.add_argument("source", metavar="RUN|FILE", help="a run folder, an exported generator or a checkpoint file "
-                                                      "(RUN/checkpoints/step_N.pt)")
+    p.add_argument("source", metavar="RUN|FILE", help="a run folder, an exported generator, a checkpoint file "
+                                                      "(RUN/checkpoints/step_N.pt) or a zoo entry (zoo:NAME, see "
+                                                      "`gankit zoo`)")
     p.add_argument("--num", type=int, default=64, help="how many samples (default 64); with --class, of each class")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--class", dest="classes", action="append", default=[], metavar="NAME|INDEX",
@@ -133,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("interpolate", help="latent interpolation: lerp, slerp or the 2-D grid; conditional "
                                            "runs also between two classes")
-    p.add_argument("source", metavar="RUN|FILE")
+    p.add_argument("source", metavar="RUN|FILE", help="as for sample: a run folder, an export, a checkpoint file "
+                                                      "or zoo:NAME")
     p.add_argument("--mode", default="slerp", choices=["lerp", "slerp", "grid", "classes"],
                    help="classes: from class --from to class --to by the label embedding, at fixed latents")
     p.add_argument("--steps", type=int, default=8, help="images per row (grid: K for a KxK grid)")
@@ -151,8 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_interpolate)
 
     p = sub.add_parser("eval", help="compute metrics on a run's generator or on a folder/zip of images")
-    p.add_argument("source", nargs="?", metavar="RUN|FILE", help="a run folder, an exported generator or a "
-                                                                 "checkpoint file (RUN/checkpoints/step_N.pt)")
+    p.add_argument("source", nargs="?", metavar="RUN|FILE", help="a run folder, an exported generator, a "
+                                                                 "checkpoint file (RUN/checkpoints/step_N.pt) or "
+                                                                 "zoo:NAME")
     p.add_argument("--fake", metavar="SOURCE", help="a folder or zip of generated images (or a .npy file of points) "
                                                     "instead of a generator")
     p.add_argument("--metrics", required=True, help="comma-separated: swd, ms_ssim, fid, kid, is, pr, "

@@ -38,8 +38,14 @@ def load_raw_generator(source: Path, device: torch.device):
 
 
 def load_for_sampling(source: str, no_ema: bool, device: torch.device):
-    """The generator of a run folder, an export or a checkpoint file: its EMA weights, or with no_ema the raw G."""
+    """The generator of a run folder, an export, a checkpoint file or a zoo entry (`zoo:NAME`): its EMA
+    weights, or with no_ema the raw G."""
+    from gankit.zoo import is_zoo_name
+
     if no_ema:
+        if is_zoo_name(source):
+            raise GankitError(f"--no-ema: {source} is a zoo entry, an exported generator that holds the EMA weights "
+                              "only; leave --no-ema out")
         if not (Path(source).is_dir() or is_checkpoint_file(source)):
             raise GankitError("--no-ema needs a run folder or a checkpoint file (an exported generator holds the "
                               "EMA weights only)")

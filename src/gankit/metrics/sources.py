@@ -72,7 +72,8 @@ def kind_of_file_source(spec: str) -> str:
 
 
 class GeneratorSource:
-    """Samples of the generator of a run, a checkpoint file or an export (the EMA weights, as `gankit sample`)."""
+    """Samples of the generator of a run, a checkpoint file, an export or a zoo entry (the EMA weights, as
+    `gankit sample`)."""
 
     def __init__(self, path: str, device: torch.device, no_ema: bool = False):
         from gankit.checkpoint import run_folder_of
@@ -85,7 +86,8 @@ class GeneratorSource:
         self.data_config: DataConfig = meta["data"]
         self.z_dim = meta["model"].z_dim
         self.step = meta["step"]
-        self.run_dir: Path | None = run_folder_of(self.path)  # a checkpoint's run gets the metrics line too
+        # A checkpoint's run gets the metrics line too; an export or a zoo entry has no run.
+        self.run_dir: Path | None = run_folder_of(path)
         self.kind = "points" if self.data_config.is_toy else "images"
         self.toy_source = self.data_config.source if self.data_config.is_toy else None
         # A conditional generator's classes (None: unconditional, pgan included).
@@ -105,7 +107,8 @@ class GeneratorSource:
         return Samples(data, self.describe(), self.toy_source, labels=labels, class_names=self.class_names)
 
     def training_data(self) -> DataConfig:
-        """The run's data section: its config.yaml when it is a run folder, else the export's copy."""
+        """The run's data section: its config.yaml when it is a run folder, else the export's copy (a zoo
+        entry's included)."""
         if self.run_dir is not None:
             import yaml
 

@@ -13,6 +13,14 @@ def output_shape(data: DataConfig) -> tuple[int, ...]:
     return (2,) if data.is_toy else (data.channels, data.resolution, data.resolution)
 
 
+def discriminator_norm(config) -> str:
+    """A Config's model.d_norm resolved: `auto` means batch norm, except for WGAN-GP, whose per-sample
+    penalty rules batch statistics out."""
+    if config.model.d_norm != "auto":
+        return config.model.d_norm
+    return "layer" if config.loss.kind == "wgan-gp" else "batch"
+
+
 def num_classes(model: ModelConfig, data: DataConfig) -> int:
     """The classes a conditional model is built for (data.class_names, resolved when training starts); 0: none."""
     if model.conditioning == "none":

@@ -21,7 +21,7 @@ from gankit.data import build_batches, resolve_class_names
 from gankit.device import resolve_device
 from gankit.errors import GankitError
 from gankit.files import atomic_write
-from gankit.models import build_discriminator, build_generator
+from gankit.models import build_discriminator, build_generator, discriminator_norm  # noqa: F401 (re-exported)
 from gankit.models.conditioning import cycling_labels, draw_labels, grid_labels
 from gankit.models.spectral_norm import plain_state_dict
 from gankit.losses_gdpp import generator_loss_with_gdpp
@@ -32,13 +32,6 @@ from gankit.training.progressive import Growth
 from gankit.viz.grid import save_grid, save_scatter, to_uint8
 
 STATE_FORMAT = "gankit-training-state"
-
-
-def discriminator_norm(config: Config) -> str:
-    """`auto` means batch norm, except for WGAN-GP whose per-sample penalty rules batch statistics out."""
-    if config.model.d_norm != "auto":
-        return config.model.d_norm
-    return "layer" if config.loss.kind == "wgan-gp" else "batch"
 
 
 def make_optimizer(config: Config, params, lr: float) -> torch.optim.Optimizer:
@@ -90,7 +83,8 @@ class StopSignal:
             signal.signal(sig, handler)
 
 
-def train(config: Config, run_dir: Path, resume_from: Path | None = None, device_name: str = "auto") -> dict:
+def train(config: Config, run_dir: Path, resume_from: Path | None = None, device_name: str = "auto",
+          init_from: str | None = None) -> dict:
     """Trains until config.train.steps generator updates (Progressive GAN without train.steps: the sum of
     train.max_iter_at_scale); returns a summary with the final grid's path.
 
@@ -131,6 +125,10 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
     D = build_discriminator(config.model, config.data, discriminator_norm(config)).to(device, memory_format=layout)
     G_ema = (make_ema(G, lambda: build_generator(config.model, config.data, parametrized=False))
              if tcfg.ema is not None else None)
+    if init_from is not None and state is None:  # --init (fine-tuning): training/init.py, not a resume
+        from gankit.training.init import apply_init
+
+        apply_init(init_from, config, G, D, G_ema, replica, log)
     opt_g = make_optimizer(config, G.parameters(), tcfg.g_lr)
     opt_d = make_optimizer(config, D.parameters(), tcfg.d_lr)
     step, images_seen = 0, 0
