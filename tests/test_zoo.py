@@ -66,9 +66,24 @@ def tiny_zoo(tmp_path, monkeypatch):
 
 
 def test_the_shipped_index_is_valid_and_checks_out():
-    # Every shipped entry's files are in the package and match their checksums (none yet is fine).
-    for entry in zoo.list_entries():
-        assert zoo.resolve(entry.name).is_dir()
+    # Every shipped entry's files are in the package and match their checksums, its card holds what
+    # docs/zoo.md quotes, and it samples finite outputs of its data's shape.
+    from gankit.models import output_shape
+
+    shipped = [entry for entry in zoo.list_entries() if entry.url is None]
+    assert {"dcgan-fashion-mnist", "wgangp-25gaussians"} <= {entry.name for entry in shipped}
+    total = 0
+    for entry in shipped:
+        folder = zoo.resolve(entry.name)
+        total += sum(f.stat().st_size for f in folder.iterdir())
+        G, meta = load_generator(f"zoo:{entry.name}")
+        card = json.loads((folder / "generator.json").read_text())["card"]
+        for key in ("recipe", "steps", "images_seen", "wall_time_s", "machine", "metrics", "weights_dtype"):
+            assert key in card, (entry.name, key)
+        with torch.no_grad():
+            out = G(torch.randn(4, meta["model"].z_dim))
+        assert out.shape == (4, *output_shape(meta["data"])) and torch.isfinite(out).all()
+    assert total < 25 * 2**20  # the bound on the package data
 
 
 def test_listing_cards_and_unknown_names(tiny_zoo, run_cli):
