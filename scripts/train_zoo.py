@@ -51,6 +51,13 @@ RECIPES = {
         metrics="fd_fmnist,swd",
         set_common=["train.checkpoint_every=2000", "train.sample_every=2000"],
     ),
+    "sngan-proj-fashion-mnist": Recipe(
+        preset="sngan-proj-fashion-mnist",
+        summary="class-conditional SNGAN with a projection discriminator on Fashion-MNIST 32x32, the preset as "
+                "shipped (7,000 steps)",
+        phases=[[]],
+        metrics="fd_fmnist,swd,class_accuracy",
+    ),
     "wgangp-25gaussians": Recipe(
         preset="wgangp-25gaussians",
         summary="WGAN-GP (MLP 256x3, 5 critic steps) on the 25-Gaussian grid, 12,000 steps",
@@ -175,6 +182,9 @@ def card_markdown(name: str, card: dict) -> str:
         swd = metrics.get("swd", {})
         scores = (f"fd_fmnist {metrics['fd_fmnist']:.2f} (10,000 samples against the test set), class_kl "
                   f"{metrics['class_kl']:.4f}; SWD x1e3 {', '.join(f'{k}: {v:.2f}' for k, v in swd.items())}")
+        if "class_accuracy" in metrics:
+            scores += (f"; class_accuracy {metrics['class_accuracy']:.3f} (the real test images: "
+                       f"{metrics['class_accuracy_real']:.3f})")
     else:
         modes = metrics["modes"]
         scores = (f"{modes['covered']}/{modes['total']} modes covered, {modes['high_quality']:.1%} of 2,500 samples "

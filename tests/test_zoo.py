@@ -71,7 +71,7 @@ def test_the_shipped_index_is_valid_and_checks_out():
     from gankit.models import output_shape
 
     shipped = [entry for entry in zoo.list_entries() if entry.url is None]
-    assert {"dcgan-fashion-mnist", "wgangp-25gaussians"} <= {entry.name for entry in shipped}
+    assert {"dcgan-fashion-mnist", "wgangp-25gaussians", "sngan-proj-fashion-mnist"} <= {entry.name for entry in shipped}
     total = 0
     for entry in shipped:
         folder = zoo.resolve(entry.name)
