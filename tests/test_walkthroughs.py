@@ -24,7 +24,8 @@ from gankit.data.idx import load_idx_images
 from gankit.data.packed import MANIFEST_FILE, PREVIEW_FILE
 from gankit.sampling import generate
 from gankit.viz.grid import to_uint8
-from gankit.viz.interpolate import interpolation_latents, render
+from gankit.sampling import render
+from gankit.viz.interpolate import interpolation_latents
 
 PACKED_HEADER_BYTES = 64
 TINY = ["model.g_channels=8", "model.d_channels=8", "model.z_dim=16", "train.batch_size=4", "train.log_every=1",

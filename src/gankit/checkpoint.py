@@ -144,8 +144,6 @@ def export_generator(run_dir: Path, generator: nn.Module, model_cfg: dict, data_
     """Writes generator.safetensors + generator.json into run_dir (spectral norm folded into the weights).
     dtype torch.float16 or torch.bfloat16: the floating tensors stored in half precision (the json records
     "weights_dtype"); loading casts them back to float32."""
-    from safetensors.torch import save
-
     from gankit.models.spectral_norm import plain_state_dict
 
     run_dir = Path(run_dir)
@@ -154,9 +152,15 @@ def export_generator(run_dir: Path, generator: nn.Module, model_cfg: dict, data_
             "model": model_cfg, "data": data_cfg}
     if dtype is not None:
         meta["weights_dtype"] = _HALF_DTYPES[dtype]
+    _write_export(run_dir, weights, meta)
+
+
+def _write_export(folder: Path, weights: dict[str, torch.Tensor], meta: dict) -> None:
+    from safetensors.torch import save
+
     # Serialized in memory, then written by Python: a failed write raises an OSError that names its cause.
-    atomic_write(run_dir / "generator.safetensors", lambda tmp: Path(tmp).write_bytes(save(weights)))
-    atomic_write(run_dir / "generator.json", lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
+    atomic_write(folder / "generator.safetensors", lambda tmp: Path(tmp).write_bytes(save(weights)))
+    atomic_write(folder / "generator.json", lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
 
 
 # Half-precision dtypes an export may store its floating tensors in (read back as float32).
@@ -175,15 +179,14 @@ def _stored_as(weights: dict[str, torch.Tensor], dtype: torch.dtype | None) -> d
 def write_half_export(src_dir: Path, dest_dir: Path, dtype: torch.dtype = torch.float16) -> Path:
     """Writes into dest_dir a copy of the export in src_dir (a run or export folder) with its float32 tensors
     in float16 (or bfloat16): the json is kept, with "weights_dtype" added. Returns dest_dir."""
-    from safetensors.torch import load_file, save
+    from safetensors.torch import load_file
 
     json_path, weights_path = resolve_generator_files(src_dir)
     meta = json.loads(json_path.read_text())
     weights = _stored_as(load_file(str(weights_path)), dtype)
     meta["weights_dtype"] = _HALF_DTYPES[dtype]
     dest_dir = Path(dest_dir)
-    atomic_write(dest_dir / "generator.safetensors", lambda tmp: Path(tmp).write_bytes(save(weights)))
-    atomic_write(dest_dir / "generator.json", lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
+    _write_export(dest_dir, weights, meta)
     return dest_dir
 
 
@@ -318,14 +321,16 @@ def load_generator(source: str | Path, device: str | torch.device = "cpu"):
     return generator, {"model": model_cfg, "data": data_cfg, "step": int(meta.get("step", 0))}
 
 
-def load_checkpoint_generator(path: str | Path, device: str | torch.device = "cpu", ema: bool = True):
+def load_checkpoint_generator(path: str | Path, device: str | torch.device = "cpu", ema: bool = True,
+                              state: dict | None = None):
     """The EMA generator (ema=False: the raw G) of a training checkpoint, at the Progressive GAN stage and
-    alpha it was saved at (buffers of its state dict); returns (generator in eval mode, meta) as load_generator."""
+    alpha it was saved at (buffers of its state dict); returns (generator in eval mode, meta) as load_generator.
+    state: the checkpoint as load_training_state(path) already read it (not read again)."""
     from gankit.config import validate
     from gankit.models import build_generator
 
     path = Path(path)
-    state = load_training_state(path)
+    state = load_training_state(path) if state is None else state
     config = validate(state.get("config"), str(path))
     # A run trained with train.ema null has no EMA generator: its G is the one it samples, as its export.
     key, what = ("G_ema", "EMA generator") if ema and state.get("G_ema") is not None else ("G", "generator")

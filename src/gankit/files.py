@@ -8,6 +8,7 @@ formats, the training loop, the metrics and the plots all write through it.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import re
 import tempfile
@@ -81,3 +82,12 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
             os.close(dir_fd)
     except OSError:
         pass
+
+
+def sha256_of(path: Path | str, chunk_size: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks (a large file is never held in memory whole)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gankit.errors import GankitError
+from gankit.files import sha256_of  # noqa: F401 (the weights file's check, tests/test_fmnist_metric.py)
 from gankit.metrics import stats
 from gankit.metrics.progress import progress_bar
 
@@ -88,11 +89,6 @@ def to_classifier_input(images_u8: torch.Tensor) -> torch.Tensor:
             x = _resize(x, 28)
         x = F.pad(x, (2, 2, 2, 2))
     return x / 127.5 - 1.0
-
-
-def sha256_of(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def load_classifier(path: Path | str = WEIGHTS_FILE, device: str | torch.device = "cpu") -> FashionClassifier:

@@ -69,8 +69,8 @@ def read_init_source(source: str) -> InitWeights:
                            f"G and G_ema from its exported generator (step {meta['step']}), D fresh")
     state = load_training_state(checkpoint)
     config = validate(state.get("config"), str(checkpoint))
-    ema_generator, meta = load_checkpoint_generator(checkpoint, ema=True)
-    raw_generator, _ = load_checkpoint_generator(checkpoint, ema=False)
+    ema_generator, meta = load_checkpoint_generator(checkpoint, ema=True, state=state)
+    raw_generator, _ = load_checkpoint_generator(checkpoint, ema=False, state=state)
     g_plain = {k: v.detach().clone() for k, v in plain_state_dict(raw_generator).items()}
     g_parametrized = raw_generator.state_dict() if config.model.g_spectral_norm else None
     d = state.get("D")

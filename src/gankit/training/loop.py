@@ -17,7 +17,7 @@ from gankit.augment import build_augment
 from gankit.checkpoint import (checkpoint_path, export_generator, list_checkpoints, load_state_into,
                                load_training_state, prune_checkpoints, save_training_state)
 from gankit.config import Config, to_yaml
-from gankit.data import build_batches, resolve_class_names
+from gankit.data import build_batches
 from gankit.device import resolve_device
 from gankit.errors import GankitError
 from gankit.files import atomic_write
@@ -110,7 +110,7 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
                             with_labels=conditional)
     if conditional:  # the class names come from the data, and go into config.yaml (hence every checkpoint)
         config = config.model_copy(deep=True)
-        config.data.class_names = resolve_class_names(config.data, batches.class_names)
+        config.data.class_names = batches.class_names  # resolved by build_batches (data.class_names renames)
         write_config()
     num_classes = config.data.num_classes if conditional else 0
     log = distributed.run_log(replica, lambda: RunLog(run_dir))
@@ -353,13 +353,11 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
                         real = growth.real(real, progress)
                     z = replica.local_part(torch.randn(real.shape[0] * replica.world_size, config.model.z_dim,
                                                        device=device))
-                    fake_labels = None
+                    fake_labels = None  # real_labels is None too: an unconditional run's stream carries none
                     if num_classes:  # the reals' classes come with them; the fakes' are drawn
                         real_labels = replica.local_part(real_labels.to(device, non_blocking=True))
                         fake_labels = replica.local_part(draw_labels(real.shape[0] * replica.world_size,
                                                                      num_classes, device))
-                    else:
-                        real_labels = None
                     last = critic_step == tcfg.n_critic - 1
                     with autocast:
                         with torch.set_grad_enabled(last):  # the last fakes are reused by G's update

@@ -134,14 +134,6 @@ def interpolation_labels(mode: str, rows: int, columns: int, classes: list[int],
     return torch.tensor([classes[r % len(classes)] for r in range(rows)]).repeat_interleave(columns)
 
 
-def render(generator: torch.nn.Module, z: torch.Tensor, device: torch.device, batch_size: int = 64,
-           labels: torch.Tensor | None = None) -> torch.Tensor:
-    """Generator outputs (float, CPU) for latents [N, D] (and labels: class indices [N] or weights [N, K])."""
-    from gankit.sampling import render as render_samples
-
-    return render_samples(generator, z, device, labels, batch_size)
-
-
 def save_interpolation_png(generator, z_dim: int, mode: str, steps: int, pairs: int, seed: int,
                            device: torch.device, out: Path, labels: torch.Tensor | None = None) -> Path:
     """Renders interpolation_latents(...) and saves it as one grid PNG, one row per pair (or grid row);
@@ -150,7 +142,9 @@ def save_interpolation_png(generator, z_dim: int, mode: str, steps: int, pairs: 
 
     latents = interpolation_latents(mode, z_dim, steps, pairs, seed)
     rows, columns = latents.shape[:2]
-    images = render(generator, latents.reshape(rows * columns, z_dim), device, labels=labels)
+    from gankit.sampling import render
+
+    images = render(generator, latents.reshape(rows * columns, z_dim), device, labels)
     return save_grid(to_uint8(images), Path(out), nrow=columns)
 
 
@@ -159,11 +153,12 @@ def save_loop_gif(generator, z_dim: int, keys: int, frames_per_segment: int, see
     """An animated GIF (played in a loop) along a closed path through `keys` seeded latents; label: the
     class of every frame, for a conditional generator."""
     from gankit.files import atomic_write
+    from gankit.sampling import render
     from gankit.viz.grid import grid_image, to_uint8
 
     latents = loop_latents(seeded_latents((keys, z_dim), seed), frames_per_segment, spherical)
     labels = None if label is None else torch.full((len(latents),), label)
-    images = to_uint8(render(generator, latents, device, labels=labels))
+    images = to_uint8(render(generator, latents, device, labels))
     scale = max(1, math.ceil(GIF_MIN_SIDE / images.shape[-1]))
     frames = [grid_image(image[None], nrow=1, padding=0) for image in images]
     if scale > 1:

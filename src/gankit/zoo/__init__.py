@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gankit.errors import GankitError
+from gankit.files import sha256_of
 
 ZOO_DIR = Path(__file__).parent  # the shipped entries and index.json (tests point this elsewhere)
 INDEX_NAME = "index.json"
@@ -63,15 +64,6 @@ def cache_dir() -> Path:
     """The user cache: $GANKIT_CACHE, else ~/.cache/gankit."""
     given = os.environ.get("GANKIT_CACHE")
     return Path(given).expanduser() if given else Path.home() / ".cache" / "gankit"
-
-
-def sha256_of(path: Path) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # ---- the index ----------------------------------------------------------------------------------
