@@ -49,7 +49,13 @@ CASES = {
     # that the timed steps are the steady state of the full network, the costliest part of the run.
     "pgan32": ("pgan-fashion-mnist", ["train.max_iter_at_scale=[1,1,1,100000]", "train.fade_iters=0"],
                "pgan", 1, 32, 32),
+    # StyleGAN2 against the plain loop of benchmarks/stylegan2_reference.py (grouped modulated convolutions,
+    # fp32, R1 and path length on every step): the CPU preset at 32x32, and at 64x64 with channel_base 1024.
+    "stylegan2-32": ("stylegan2-fashion-mnist", [], "stylegan2", 1, 32, 32),
+    "stylegan2-64": ("stylegan2-fashion-mnist", ["data.resolution=64", "model.channel_base=1024"], "stylegan2", 1,
+                     64, 32),
 }
+# The FLOPs of a StyleGAN2 step are counted without its lazy regularizers (they run on 1 step in 16 and 4)
 
 
 # ---- the textbook reference ---------------------------------------------------------------------
@@ -222,12 +228,15 @@ class FlopCount(TorchDispatchMode):
 
 
 def gankit_step_flops(preset: str, overrides: list[str]) -> float:
-    """FLOPs of one gankit generator step (n_critic D updates + one G update), counted by torch."""
+    """FLOPs of one gankit generator step (n_critic D updates + one G update), counted by torch; StyleGAN2's
+    without its lazy regularizers (R1, path length), so its achieved GFLOP/s are a lower bound."""
     from gankit import losses
     from gankit.models import build_discriminator, build_generator
     from gankit.training.loop import discriminator_norm
 
     config = gcfg.load(preset, overrides)
+    if config.model.arch == "stylegan2":
+        config = gcfg.load(preset, [*overrides, "loss.r1_gamma=0.0", "loss.pl_weight=0.0"])
     G = build_generator(config.model, config.data)
     D = build_discriminator(config.model, config.data, discriminator_norm(config))
     b = config.train.batch_size
@@ -364,7 +373,16 @@ def main(argv=None) -> int:
         steps = max(5, args.steps // n_critic)
         measured[case] = runs
         for _ in range(args.rounds):  # alternate, so that drifts in machine load hit every variant alike
-            runs["reference"].append(run_reference(images, resolution, loss, n_critic, steps, batch, device=device))
+            if loss == "stylegan2":
+                if device.type != "cpu":
+                    parser.error("the StyleGAN2 reference loop runs on the CPU only")
+                from stylegan2_reference import run_stylegan2_reference
+
+                runs["reference"].append(run_stylegan2_reference(PerSamplePILDataset(images, resolution), preset,
+                                                                 overrides, steps))
+            else:
+                runs["reference"].append(run_reference(images, resolution, loss, n_critic, steps, batch,
+                                                       device=device))
             write_json(complete=False)
             for variant in variants:
                 runs[variant].append(run_gankit(preset, overrides + VARIANTS[variant], steps, device=args.device))

@@ -86,7 +86,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     from gankit.sampling import sample_command
 
     print(sample_command(args.source, args.num, args.seed, args.out, args.out_dir, args.no_ema, args.device,
-                         args.classes))
+                         args.classes, args.truncation))
     return 0
 
 
@@ -119,6 +119,10 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     from gankit.prepare import prepare_command
 
     return prepare_command(args)
+
+
+TRUNCATION_HELP = ("StyleGAN2: the truncation trick, w = w_avg + PSI (w - w_avg) with the average w tracked in "
+                   "training, PSI from 0 (every sample the average's image) to 1 (none, the default)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -162,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "their classes in labels.csv)")
     p.add_argument("--no-ema", action="store_true",
                    help="use the raw generator of the checkpoint (a run's newest) instead of the EMA one")
+    p.add_argument("--truncation", type=float, metavar="PSI", help=TRUNCATION_HELP)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.set_defaults(func=_cmd_sample)
 
@@ -171,11 +176,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("interpolate", help="latent interpolation: lerp, slerp or the 2-D grid; conditional "
-                                           "runs also between two classes")
+                                           "runs also between two classes; StyleGAN2 also in W and the "
+                                           "style-mixing grid")
     p.add_argument("source", metavar="RUN|FILE", help="as for sample: a run folder, an export, a checkpoint file "
                                                       "or zoo:NAME")
-    p.add_argument("--mode", default="slerp", choices=["lerp", "slerp", "grid", "classes"],
-                   help="classes: from class --from to class --to by the label embedding, at fixed latents")
+    p.add_argument("--mode", default="slerp", choices=["lerp", "slerp", "grid", "classes", "style-mix"],
+                   help="lerp: straight lines (StyleGAN2: in W by default); slerp: great circles in Z; grid: the "
+                        "2-D sweep, first half of the latent along x, second half along y (StyleGAN2: of w, in W "
+                        "by default); classes: from class --from to class --to by the label embedding, at fixed "
+                        "latents; style-mix (StyleGAN2): the style-mixing figure, column sources along the top, "
+                        "row sources down the left, each cell the row source with the --styles of its column's")
+    p.add_argument("--space", choices=["z", "w"],
+                   help="lerp and grid: interpolate in Z (the latents) or in W (StyleGAN2's mapped styles, then "
+                        "the synthesis network); default w for StyleGAN2, z otherwise; slerp is in Z")
+    p.add_argument("--styles", choices=["coarse", "middle", "fine"],
+                   help="--mode style-mix: the styles taken from the column source: coarse (those acting at "
+                        "4x4-8x8, the default), middle (16x16-32x32) or fine (64x64 and up; a model of 32x32 or "
+                        "less has none, and there fine means the styles of its last resolution)")
+    p.add_argument("--rows", type=int, help="--mode style-mix: row sources (default --pairs)")
+    p.add_argument("--cols", type=int, help="--mode style-mix: column sources (default --pairs)")
+    p.add_argument("--truncation", type=float, metavar="PSI", help=TRUNCATION_HELP)
     p.add_argument("--steps", type=int, default=8, help="images per row (grid: K for a KxK grid)")
     p.add_argument("--pairs", type=int, default=4, help="rows of lerp/slerp pairs, or of latents for --mode "
                                                         "classes (default 4)")
@@ -207,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-ema", action="store_true", help="evaluate the raw generator of a run folder or checkpoint "
                                                          "file instead of its EMA (not added to metrics.jsonl)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--truncation", type=float, metavar="PSI",
+                   help=TRUNCATION_HELP + "; recorded as truncation in the JSON, and a truncated result (PSI "
+                        "below 1) is not added to the run's metrics.jsonl")
     p.add_argument("--inception-weights", metavar="PATH", help="local Inception weights for offline machines "
                                                                "(pt_inception-2015-12-05-6726825d.pth)")
     p.add_argument("--vgg16-weights", metavar="PATH", help="local VGG16 weights for pr on offline machines "

@@ -72,8 +72,13 @@ class DataConfig(_Section):
         return value
 
 
+STYLEGAN2_MODEL_KEYS = ("channel_base", "channel_max", "w_dim", "mapping_layers", "mapping_lr", "style_mixing",
+                        "mbstd_group")
+STYLEGAN2_LOSS_KEYS = ("pl_weight", "pl_every", "pl_batch_shrink", "pl_decay")
+
+
 class ModelConfig(_Section):
-    arch: Literal["mlp", "dcgan", "pgan"] = "dcgan"
+    arch: Literal["mlp", "dcgan", "pgan", "stylegan2"] = "dcgan"
     z_dim: int = Field(100, ge=1, le=4096)
     g_channels: int = Field(64, ge=1, le=4096)  # dcgan: width at full resolution; mlp: hidden width
     d_channels: int = Field(64, ge=1, le=4096)
@@ -91,10 +96,33 @@ class ModelConfig(_Section):
     # (dcgan with projection or acgan), else the label embedding concatenated to z.
     conditioning: Literal["none", "projection", "acgan", "concat"] = "none"
     label_embed_dim: int = Field(32, ge=1, le=4096)  # concat (and mlp's G): size of the label embedding
+    # stylegan2 only (docs/stylegan2.md): widths min(channel_base / resolution, channel_max) as in NVIDIA's
+    # networks; the mapping network's depth, width (w_dim) and learning-rate multiplier; the probability of
+    # style mixing regularization; the minibatch-stddev group size
+    channel_base: int = Field(32768, ge=1, le=1 << 20)
+    channel_max: int = Field(512, ge=1, le=4096)
+    w_dim: int = Field(512, ge=1, le=4096)
+    mapping_layers: int = Field(8, ge=1, le=16)
+    mapping_lr: float = Field(0.01, gt=0.0, le=1.0)
+    style_mixing: float = Field(0.9, ge=0.0, le=1.0)
+    mbstd_group: int = Field(4, ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _stylegan2_keys_need_stylegan2(self) -> "ModelConfig":
+        # The resolved config.yaml holds every default, so only values other than the default are refused.
+        if self.arch != "stylegan2":
+            defaults = ModelConfig.model_construct()
+            used = [f"model.{k}" for k in STYLEGAN2_MODEL_KEYS if getattr(self, k) != getattr(defaults, k)]
+            if used:
+                raise ValueError(f"{', '.join(used)} only apply to model.arch stylegan2 (it is {self.arch})")
+        return self
 
     @model_validator(mode="after")
     def _spectral_norm_needs_plain_layers(self) -> "ModelConfig":
         used = [f"model.{k}" for k in ("d_spectral_norm", "g_spectral_norm") if getattr(self, k)]
+        if used and self.arch == "stylegan2":
+            raise ValueError(f"{', '.join(used)} is not supported by model.arch stylegan2 (its equalized learning "
+                             "rate and demodulation would cancel it): set it to false")
         if used and self.arch == "pgan":
             # Equalized lr scales each weight by a constant at run time, which W / sigma(W) would cancel.
             raise ValueError(f"{', '.join(used)} is not supported by model.arch pgan (its equalized-learning-rate "
@@ -103,8 +131,8 @@ class ModelConfig(_Section):
 
     @model_validator(mode="after")
     def _conditioning_needs_dcgan_or_mlp(self) -> "ModelConfig":
-        if self.conditioning != "none" and self.arch == "pgan":
-            raise ValueError(f"model.conditioning {self.conditioning} is not supported by model.arch pgan: use "
+        if self.conditioning != "none" and self.arch in ("pgan", "stylegan2"):
+            raise ValueError(f"model.conditioning {self.conditioning} is not supported by model.arch {self.arch}: use "
                              "dcgan or mlp, or set model.conditioning none")
         return self
 
@@ -126,6 +154,13 @@ class LossConfig(_Section):
         if (self.label_smoothing or self.sigmoid_output) and self.kind not in ("gan", "nsgan"):
             raise ValueError(f"loss.label_smoothing and loss.sigmoid_output apply to gan and nsgan, not {self.kind}")
         return self
+    # stylegan2 only: path-length regularization (Karras et al. 2020), weight * (|J_w^T y| - a)^2 with a the
+    # running mean of path lengths (decay pl_decay), lazy: every pl_every generator steps, weighted by
+    # pl_every, on batch_size // pl_batch_shrink extra samples (0: off; the paper's weight is 2)
+    pl_weight: float = Field(0.0, ge=0.0)
+    pl_every: int = Field(4, ge=1)
+    pl_batch_shrink: int = Field(2, ge=1)
+    pl_decay: float = Field(0.01, gt=0.0, le=1.0)
     gdpp: float = Field(0.0, ge=0.0)  # pgan only: weight of the GDPP diversity term in G's loss (0: off)
     # model.conditioning acgan: weight of the auxiliary classifier's cross-entropy, in D's loss (on reals and
     # fakes) and in G's (on fakes)
@@ -150,6 +185,11 @@ class TrainConfig(_Section):
     d_lr: float = Field(2.0e-4, gt=0.0)
     betas: tuple[float, float] = (0.5, 0.999)  # adam only
     ema: Optional[float] = Field(0.999, ge=0.0, lt=1.0)  # decay of the EMA generator; null disables
+    # The EMA's half-life in thousands of images, StyleGAN2's form (decay 0.5 ** (batch / (ema_kimg * 1000))
+    # per step); when set it replaces train.ema's decay, and train.ema must not be null. ema_rampup: the
+    # half-life is at most ema_rampup times the images seen so far (NVIDIA's ramp-up; null: none)
+    ema_kimg: Optional[float] = Field(None, gt=0.0)
+    ema_rampup: Optional[float] = Field(None, gt=0.0)
     # auto: bf16 autocast where the hardware computes bf16 natively (CUDA with bf16, CPUs with AVX512-BF16
     # or AMX), else fp32; fp16: autocast with a gradient scaler per network (for GPUs without bf16);
     # see docs/benchmarks.md for the speed and quality measurements behind these
@@ -286,12 +326,9 @@ class Config(_Section):
         if self.data.is_toy and self.model.arch != "mlp":
             raise ValueError(f"data.source {self.data.source} is 2-D points: set model.arch to mlp")
         if self.model.arch == "dcgan":
-            res = self.data.resolution
-            if res < 16 or res > 256 or res & (res - 1):
-                raise ValueError(
-                    f"data.resolution {res} is not supported by dcgan: use a power of two from 16 to 256"
-                )
+            _check_resolution(self.data.resolution, "dcgan", 16, 256)
         self._check_pgan()
+        self._check_stylegan2()
         if self.augment.policy != "none" and (self.data.is_toy or self.model.arch == "pgan"):
             what = f"data.source {self.data.source} (2-D points)" if self.data.is_toy else "model.arch pgan"
             raise ValueError(f"augment.policy {self.augment.policy} augments images and does not support {what}: "
@@ -308,6 +345,23 @@ class Config(_Section):
         if self.data.source in PATH_SOURCES and not self.data.path:
             raise ValueError(f"data.source {self.data.source} needs data.path ({PATH_SOURCES[self.data.source]})")
         return self
+
+    def _check_stylegan2(self) -> None:
+        if self.train.ema_kimg is not None and self.train.ema is None:
+            raise ValueError("train.ema_kimg sets the EMA generator's half-life, and train.ema null turns that "
+                             "generator off: give train.ema a value (any; ema_kimg decides the decay) or drop ema_kimg")
+        if self.train.ema_rampup is not None and self.train.ema_kimg is None:
+            raise ValueError("train.ema_rampup applies with train.ema_kimg (the ramp-up of its half-life)")
+        if self.model.arch != "stylegan2":
+            defaults = LossConfig.model_construct()
+            used = [f"loss.{k}" for k in STYLEGAN2_LOSS_KEYS if getattr(self.loss, k) != getattr(defaults, k)]
+            if used:
+                raise ValueError(f"{', '.join(used)} only apply to model.arch stylegan2 (it is {self.model.arch})")
+            return
+        _check_resolution(self.data.resolution, "stylegan2", 16, 1024)
+        if self.train.compile and self.loss.pl_weight:
+            raise ValueError("train.compile cannot be used with loss.pl_weight (path-length regularization needs a "
+                             "double backward, which compiled graphs do not support); set train.compile=false")
 
     def _check_conditioning(self) -> None:
         conditioning, data = self.model.conditioning, self.data
@@ -339,8 +393,7 @@ class Config(_Section):
                 raise ValueError(f"{', '.join(used)} only apply to model.arch pgan (it is {model.arch})")
             return
         res = self.data.resolution
-        if res < 8 or res > 1024 or res & (res - 1):
-            raise ValueError(f"data.resolution {res} is not supported by pgan: use a power of two from 8 to 1024")
+        _check_resolution(res, "pgan", 8, 1024)
         scales = res.bit_length() - 2  # 4x4 .. res
         # A Config built from an export's model and data sections alone has no schedule to check.
         if "train" not in self.model_fields_set:
@@ -358,6 +411,12 @@ class Config(_Section):
         if "train" in self.model_fields_set and any(train.fade_iters > n for n in train.max_iter_at_scale[1:]):
             raise ValueError(f"train.fade_iters {train.fade_iters} is longer than a scale in "
                              f"train.max_iter_at_scale {train.max_iter_at_scale}")
+
+
+def _check_resolution(res: int, arch: str, lowest: int, highest: int) -> None:
+    if res < lowest or res > highest or res & (res - 1):
+        raise ValueError(f"data.resolution {res} is not supported by {arch}: use a power of two from {lowest} to "
+                         f"{highest}")
 
 
 # Keys that define the model, the data or the objective (augmentation changes what D learns from):

@@ -7,6 +7,7 @@ passes, so the training loop does not know which objective it runs.
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -147,6 +148,53 @@ class LeCam:
     def load_state_dict(self, state: dict | None) -> None:
         """None (a checkpoint from before LeCam existed, or without it): start afresh."""
         self.ema = None if not state or state.get("ema") is None else state["ema"].float().clone()
+
+
+class PathLength:
+    """StyleGAN2's path-length regularizer (Karras et al. 2020) and its state, the running mean `a` of
+    path lengths (in the checkpoint).
+
+    For images x = G(ws) and y ~ N(0, I) / sqrt(H W), a sample's path length is |J_w^T y|, computed as
+    grad_ws <x, y> by autograd (create_graph, so one ordinary backward trains on it, also under DDP) and,
+    as NVIDIA's code does, sqrt of the mean over the num_ws styles of the squared norm over w_dim. Then
+    a <- a + decay * (mean length - a) and the penalty is mean (length - a)^2, a held constant (NVIDIA's
+    code lets decay times the gradient of the batch mean through a). `average` maps this process's mean
+    length to the mean over every rank (under DDP), so that every rank holds the same a."""
+
+    def __init__(self, decay: float = 0.01, average: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        self.decay = decay
+        self.average = average or (lambda value: value)
+        self.mean = torch.zeros([])  # a, float32
+
+    def lengths(self, images: torch.Tensor, ws: torch.Tensor, noise: torch.Tensor,
+                loss_scale: torch.Tensor | None = None) -> torch.Tensor:
+        """Each sample's |J_w^T y| for the given y (`noise`, shaped like images)."""
+        total = (images.float() * noise).sum()
+        if loss_scale is not None:  # fp16: the AMP recipe of gradient_penalty
+            total = total * loss_scale
+        (grad,) = torch.autograd.grad(total, ws, create_graph=True)
+        if loss_scale is not None:
+            grad = grad.float() / loss_scale
+        return grad.float().square().sum(2).mean(1).sqrt()
+
+    def __call__(self, images: torch.Tensor, ws: torch.Tensor, loss_scale: torch.Tensor | None = None,
+                 noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Updates a with this batch's lengths and returns the (unweighted) penalty. noise: N(0, I) shaped
+        like images (None: drawn here; data-parallel training passes its rank's share of a global draw)."""
+        if noise is None:
+            noise = torch.randn(images.shape, device=images.device)
+        noise = noise / math.sqrt(images.shape[2] * images.shape[3])
+        lengths = self.lengths(images, ws, noise, loss_scale)
+        batch_mean = self.average(lengths.detach().mean())
+        self.mean = self.mean.to(batch_mean) + self.decay * (batch_mean - self.mean.to(batch_mean))
+        return (lengths - self.mean).square().mean()
+
+    def state_dict(self) -> dict:
+        return {"mean": self.mean.detach().cpu().clone()}
+
+    def load_state_dict(self, state: dict | None) -> None:
+        """None (a checkpoint without the regularizer): start from a = 0, as a fresh run does."""
+        self.mean = torch.zeros([]) if not state else state["mean"].float().clone()
 
 
 def drift_penalty(real_out: torch.Tensor) -> torch.Tensor:

@@ -3,6 +3,10 @@
 Class-conditional generators (docs/conditional.md): `--class` picks classes by name or index. Grids put
 one class per row, and every column is one latent across the rows' classes (as training's sample grids);
 files (`--out-dir`, `--out points.npy`) give every sample its own latent and write its class beside it.
+
+StyleGAN2 generators (docs/stylegan2.md): `--truncation PSI` moves every w towards the average w the
+training tracked (w = w_avg + psi (w - w_avg)); `map_latents` and `synthesize` are the two halves of G for
+the pictures made in W (interpolation, style mixing).
 """
 
 from __future__ import annotations
@@ -99,6 +103,65 @@ def resolve_classes(specs: list[str], names: list[str] | None, source: str, opti
     return [resolve_class(spec, names, source, option) for spec in specs]
 
 
+# ---- StyleGAN2: truncation, the two halves of G ---------------------------------------------------
+
+def is_stylegan2(generator: torch.nn.Module) -> bool:
+    """A generator with a mapping network, an average w and a synthesis network (gankit.models.stylegan2)."""
+    return all(hasattr(generator, name) for name in ("mapping", "synthesize", "w_avg", "num_ws"))
+
+
+def require_stylegan2(generator: torch.nn.Module, option: str) -> None:
+    if not is_stylegan2(generator):
+        arch = type(generator).__module__.rsplit(".", 1)[-1]  # gankit.models.<arch>
+        raise GankitError(f"{option} applies to StyleGAN2 generators (model.arch stylegan2); this one is {arch}")
+
+
+def check_truncation(psi: float | None) -> None:
+    """Refuses a --truncation outside [0, 1] (NaN included), before anything is loaded."""
+    if psi is not None and not 0.0 <= psi <= 1.0:
+        raise GankitError(f"--truncation {psi:g}: give a value from 0 to 1 (1: no truncation; 0: every sample is "
+                          "the image of the average w)")
+
+
+class TruncatedGenerator(torch.nn.Module):
+    """G(z) with truncation psi: what sampling, rendering and the metrics call, unchanged otherwise."""
+
+    def __init__(self, generator: torch.nn.Module, psi: float):
+        super().__init__()
+        self.generator, self.psi = generator, float(psi)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.generator(z, labels, truncation_psi=self.psi)
+
+
+def with_truncation(generator: torch.nn.Module, psi: float | None) -> torch.nn.Module:
+    """The generator itself without --truncation; a StyleGAN2 generator truncated at psi; else a user error."""
+    if psi is None:
+        return generator
+    check_truncation(psi)
+    require_stylegan2(generator, "--truncation")
+    return TruncatedGenerator(generator, psi)
+
+
+@torch.no_grad()
+def map_latents(generator: torch.nn.Module, z: torch.Tensor, device: torch.device, psi: float | None = None,
+                batch_size: int = 256) -> torch.Tensor:
+    """A StyleGAN2 generator's styles ws [N, num_ws, w_dim] (float, CPU) for CPU latents [N, z_dim], truncated
+    at psi (None: not truncated)."""
+    psi = 1.0 if psi is None else float(psi)
+    return torch.cat([generator.mapping(chunk.to(device), psi).float().cpu() for chunk in z.split(batch_size)])
+
+
+@torch.no_grad()
+def synthesize(generator: torch.nn.Module, ws: torch.Tensor, device: torch.device,
+               batch_size: int = 256) -> torch.Tensor:
+    """Images (float, CPU) of a StyleGAN2 generator from CPU styles: ws [N, num_ws, w_dim], or one w per
+    image [N, w_dim] given to every layer (as the mapping network does)."""
+    if ws.ndim == 2:
+        ws = ws[:, None].expand(-1, generator.num_ws, -1)
+    return torch.cat([generator.synthesize(chunk.to(device).float()).float().cpu() for chunk in ws.split(batch_size)])
+
+
 # ---- generating ----------------------------------------------------------------------------------
 
 def draw_latents(num: int, z_dim: int, seed: int) -> torch.Tensor:
@@ -177,8 +240,11 @@ def labels_npy_path(points_path: Path) -> Path:
 
 
 def sample_command(source: str, num: int, seed: int, out: str | None, out_dir: str | None,
-                   no_ema: bool, device_name: str, classes: list[str] | None = None) -> str:
-    """`gankit sample`: writes a grid, a folder of images or toy points; returns the path(s) written, one a line."""
+                   no_ema: bool, device_name: str, classes: list[str] | None = None,
+                   truncation: float | None = None) -> str:
+    """`gankit sample`: writes a grid, a folder of images or toy points; returns the path(s) written, one a line.
+    truncation: psi for a StyleGAN2 generator (None: none)."""
+    check_truncation(truncation)
     if not 1 <= num <= MAX_SAMPLES:
         raise GankitError(f"--num must be between 1 and {MAX_SAMPLES}")
     if out and out_dir:
@@ -190,6 +256,7 @@ def sample_command(source: str, num: int, seed: int, out: str | None, out_dir: s
     generator, meta = load_for_sampling(source, no_ema, device)
     names = class_names_of(generator, meta)
     chosen = resolve_classes(classes, names, source)
+    generator = with_truncation(generator, truncation)
     num_classes = len(names) if names else None
     z_dim = meta["model"].z_dim
 

@@ -3,6 +3,9 @@
 The result is one JSON object (--json prints it, --out writes it): the asked metrics under the keys
 of docs/metrics.md, then `num_samples` (the most generated samples any metric used) and `samples`
 (per metric, the generated and real counts used). Without --json the command prints it as a table.
+With --truncation PSI (StyleGAN2) the metrics see truncated samples and the object says `"truncation": PSI`;
+a truncated result (PSI below 1) is kept out of the run's metrics.jsonl, whose curves are the generator's
+untruncated samples (as --no-ema's raw-G results are).
 """
 
 from __future__ import annotations
@@ -222,7 +225,7 @@ def table_rows(result: dict, metrics: list[Metric]) -> list[tuple[str, str, str,
     metric_of = {key: metric.name for metric in metrics for key in metric.output_keys}
     rows = []
     for key, value in result.items():
-        if key in ("num_samples", "samples"):
+        if key in ("num_samples", "samples", "truncation"):
             continue
         counts = result["samples"][metric_of.get(key, key)]
         real = str(counts["real"]) if counts["real"] else "-"
@@ -272,17 +275,26 @@ def eval_command(args) -> int:
     from gankit.config import TOY_SOURCES
     from gankit.device import resolve_device
     from gankit.metrics.sources import FileSource, open_fake
+    from gankit.sampling import check_truncation, with_truncation
 
     metrics = parse_metric_names(args.metrics)
     check_sample_minimum(metrics, args.num_samples)
+    psi = getattr(args, "truncation", None)
+    check_truncation(psi)
+    if psi is not None and args.fake:
+        raise GankitError("--truncation applies to a StyleGAN2 generator, not to --fake files")
     device = resolve_device(args.device)
     source = open_fake(args.source, args.fake, device, getattr(args, "no_ema", False))
+    if psi is not None:
+        source.generator = with_truncation(source.generator, psi)
     check_kinds(metrics, source.kind, source.describe())
     check_classes(metrics, getattr(source, "class_names", None), source.describe(),
                   files=isinstance(source, FileSource))
 
     counts = wanted_counts(metrics, args.num_samples)
     fake = source.draw(max(counts.values()), args.seed)
+    if psi is not None:
+        fake.origin += f", truncation psi {psi:g}"
     if fake.kind == "points" and fake.toy_source is None and args.real in TOY_SOURCES:
         fake.toy_source = args.real  # points from a .npy file: --real names the mixture they imitate
     reals = real_sets(metrics, args.real, source, args.num_samples, args.seed, fake)
@@ -290,6 +302,8 @@ def eval_command(args) -> int:
                           vgg16_weights=getattr(args, "vgg16_weights", None), verbose=sys.stderr.isatty(),
                           progress=None)
     result = evaluate(metrics, fake, reals, context, args.num_samples)
+    if psi is not None:
+        result["truncation"] = psi
 
     text = json.dumps(result, indent=2)
     if args.out:
@@ -297,7 +311,9 @@ def eval_command(args) -> int:
 
         atomic_write(Path(args.out), lambda tmp: Path(tmp).write_text(text + "\n"))
     # The run's metrics.jsonl tracks the generator it samples with (EMA): raw-G values would mix into its curves.
-    if source.run_dir is not None and not getattr(source, "no_ema", False):
-        append_metrics_line(source.run_dir, source.step, result, "eval")
+    # Truncated samples likewise: a score at psi 0.7 is not a point on the generator's curve.
+    if source.run_dir is not None and not getattr(source, "no_ema", False) and (psi is None or psi == 1):
+        append_metrics_line(source.run_dir, source.step, {k: v for k, v in result.items() if k != "truncation"},
+                            "eval")
     print(text if args.json else format_table(result, metrics, fake.origin, real_origins(metrics, reals)))
     return 0

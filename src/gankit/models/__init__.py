@@ -39,6 +39,11 @@ def build_generator(model: ModelConfig, data: DataConfig, parametrized: bool = T
 
 
 def _build_generator(model: ModelConfig, data: DataConfig) -> nn.Module:
+    if model.arch == "stylegan2":
+        from gankit.models.stylegan2 import StyleGAN2Generator
+
+        return StyleGAN2Generator(model.z_dim, model.w_dim, data.resolution, data.channels, model.channel_base,
+                                  model.channel_max, model.mapping_layers, model.mapping_lr, model.style_mixing)
     if model.arch == "pgan":
         from gankit.models.pgan import PGANGenerator
 
@@ -63,6 +68,11 @@ def build_discriminator(model: ModelConfig, data: DataConfig, norm: str) -> nn.M
 
 
 def _build_discriminator(model: ModelConfig, data: DataConfig, norm: str) -> nn.Module:
+    if model.arch == "stylegan2":
+        from gankit.models.stylegan2 import StyleGAN2Discriminator
+
+        return StyleGAN2Discriminator(data.resolution, data.channels, model.channel_base, model.channel_max,
+                                      model.mbstd_group)
     if model.arch == "pgan":
         from gankit.models.pgan import PGANDiscriminator
 

@@ -37,6 +37,17 @@ def ema_decay(decay: float, step: int) -> float:
     return min(decay, (1.0 + step) / (10.0 + step))
 
 
+def ema_decay_from_half_life(half_life_kimg: float, batch_size: int, images_seen: int,
+                              rampup: float | None = None) -> float:
+    """StyleGAN2's EMA: the decay per step of batch_size images that halves a weight's share every
+    half_life_kimg thousand images, 0.5 ** (batch_size / half-life); with `rampup`, the half-life is at most
+    rampup * images_seen (NVIDIA's ema_rampup), so early on the average follows the generator closely."""
+    half_life = half_life_kimg * 1000
+    if rampup is not None:
+        half_life = min(half_life, images_seen * rampup)
+    return 0.5 ** (batch_size / max(half_life, 1e-8))
+
+
 @torch.no_grad()
 def update_ema(ema: nn.Module, generator: nn.Module, decay: float) -> None:
     """ema <- decay * ema + (1 - decay) * generator for parameters (normalized weights where G has spectral
@@ -46,4 +57,5 @@ def update_ema(ema: nn.Module, generator: nn.Module, decay: float) -> None:
     names = [name for name, _ in ema.named_parameters()]
     torch._foreach_lerp_([p for _, p in ema.named_parameters()], [source[n].detach() for n in names], 1.0 - decay)
     for name, ema_buffer in ema.named_buffers():
-        ema_buffer.copy_(source[name])
+        if name in source:  # non-persistent buffers (StyleGAN2's resampling filter) are constants
+            ema_buffer.copy_(source[name])

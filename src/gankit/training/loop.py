@@ -26,7 +26,7 @@ from gankit.models.conditioning import cycling_labels, draw_labels, grid_labels
 from gankit.models.spectral_norm import plain_state_dict
 from gankit.losses_gdpp import generator_loss_with_gdpp
 from gankit.training import distributed
-from gankit.training.ema import ema_decay, make_ema, update_ema
+from gankit.training.ema import ema_decay, ema_decay_from_half_life, make_ema, update_ema
 from gankit.training.precision import Precision
 from gankit.training.progressive import Growth
 from gankit.viz.grid import save_grid, save_scatter, to_uint8
@@ -123,6 +123,8 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
     layout = memory_format(config)
     G = build_generator(config.model, config.data).to(device, memory_format=layout)
     D = build_discriminator(config.model, config.data, discriminator_norm(config)).to(device, memory_format=layout)
+    if hasattr(G, "batch_share"):  # StyleGAN2: G's own random draws are made for the global batch too
+        G.batch_share = (replica.rank, replica.world_size)
     G_ema = (make_ema(G, lambda: build_generator(config.model, config.data, parametrized=False))
              if tcfg.ema is not None else None)
     if init_from is not None and state is None:  # --init (fine-tuning): training/init.py, not a resume
@@ -136,6 +138,10 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
     # LeCam's EMAs average D's means over the ranks, so every rank holds the same state.
     lecam = (losses.LeCam(average=lambda means: replica.mean_over_ranks({"lecam": means})["lecam"])
              if config.loss.lecam > 0 else None)
+    # StyleGAN2's path-length regularizer; its running mean is averaged over the ranks, like LeCam's EMAs.
+    path_length = (losses.PathLength(config.loss.pl_decay,
+                                     average=lambda value: replica.mean_over_ranks({"pl": value})["pl"])
+                   if config.loss.pl_weight > 0 else None)
     # Augmentation draws for the global batch and keeps this rank's part, as for the latents; ADA's r_t is
     # averaged over the ranks, so every rank holds the same p.
     augment = build_augment(config.augment, replica.local_part, replica.world_size,
@@ -170,6 +176,8 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
             lecam.load_state_dict(state.get("lecam"))  # None in checkpoints from before LeCam: start afresh
         if ada is not None:
             ada.load_state_dict(state.get("augment"))  # None in checkpoints from before ADA: the config's p
+        if path_length is not None:
+            path_length.load_state_dict(state.get("path_length"))
         torch.set_rng_state(state["rng"]["torch"])
         if device.type == "cuda":
             restore_cuda_rng(state["rng"].get("cuda") or [])
@@ -265,6 +273,7 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
                 "data": batches.state_dict(), "scalers": precision.state_dict(),
                 "lecam": lecam.state_dict() if lecam is not None else None,
                 "augment": ada.state_dict() if ada is not None else None,
+                "path_length": path_length.state_dict() if path_length is not None else None,
                 "rng": {"torch": torch.get_rng_state(),
                         "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else []},
             })
@@ -388,11 +397,16 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
                         g_loss, g_stats = generator_loss_with_gdpp(config.loss, D_for_g, real, fake)
                     else:
                         g_loss, g_stats = losses.generator_loss(config.loss, D_for_g, fake, augment, fake_labels)
+                    if path_length is not None and step % config.loss.pl_every == 0:
+                        g_loss = g_loss + path_length_term(path_length, G_run, config, replica, fake.shape[0],
+                                                           device, precision, g_stats)
                 opt_g.zero_grad(set_to_none=True)
                 precision.update(precision.g_scaler, g_loss, opt_g, G.parameters(), tcfg.g_grad_clip)
                 D.requires_grad_(True)
                 if G_ema is not None:
-                    update_ema(G_ema, G, ema_decay(tcfg.ema, step))
+                    decay = (ema_decay(tcfg.ema, step) if tcfg.ema_kimg is None else
+                             ema_decay_from_half_life(tcfg.ema_kimg, tcfg.batch_size, images_seen, tcfg.ema_rampup))
+                    update_ema(G_ema, G, decay)
                 step += 1
                 count += 1
                 accumulate(precision.finite_stats(g_stats))
@@ -435,6 +449,20 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
     log(f"final samples: {final_grid}")
     log.close()
     return {"step": step, "images_seen": images_seen, "final_grid": final_grid, "interrupted": interrupted}
+
+
+def path_length_term(path_length: losses.PathLength, G_run, config: Config, replica, batch: int,
+                     device: torch.device, precision: Precision, stats: dict) -> torch.Tensor:
+    """StyleGAN2's lazy path-length term for G's loss: a forward of batch // pl_batch_shrink fresh samples
+    (style mixing included, as in NVIDIA's loss), weighted by pl_weight * pl_every; the penalty and the
+    running mean go into `stats`. Latents and y are drawn for the global batch, each rank keeping its share."""
+    count = max(1, batch // config.loss.pl_batch_shrink)
+    z = replica.local_part(torch.randn(count * replica.world_size, config.model.z_dim, device=device))
+    images, ws = G_run(z, return_ws=True)
+    noise = replica.local_part(torch.randn(count * replica.world_size, *images.shape[1:], device=device))
+    penalty = path_length(images, ws, precision.penalty_scale(), noise)
+    stats["pl"], stats["pl_mean"] = penalty.detach(), path_length.mean.detach()
+    return config.loss.pl_weight * config.loss.pl_every * penalty
 
 
 def restore_cuda_rng(states: list[torch.Tensor]) -> None:

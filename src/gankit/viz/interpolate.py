@@ -8,6 +8,11 @@ same pictures on every device. The pure functions (`lerp`, `slerp`, `latent_grid
 Conditional generators: lerp/slerp rows take the --class classes in turn (default every class, row r
 class r mod K); grid and GIF stay in one class (--class, default class 0); --mode classes keeps each row's
 latent and moves the class weights from onehot(--from) to onehot(--to).
+
+StyleGAN2 generators (docs/stylegan2.md): lerp and grid move in W by default (straight lines between the
+endpoints' w = mapping(z), then the synthesis network), slerp in Z; `--space z|w` chooses. --mode style-mix
+draws the paper's style-mixing figure. --truncation PSI truncates every w (in Z modes each image's, in W
+modes the endpoints', which is the same for straight lines since truncation is affine).
 """
 
 from __future__ import annotations
@@ -21,6 +26,11 @@ from gankit.errors import GankitError
 
 MAX_STEPS = 64  # images per row (or K of a KxK grid): beyond this a picture stops being readable
 MAX_PAIRS = 64
+SPACES = ("z", "w")
+# Style groups by the resolution the styles act at (the StyleGAN paper's figure 3): coarse 4x4-8x8, middle
+# 16x16-32x32, fine 64x64 and up; a model of 32x32 or less has no fine styles, and there fine is the styles
+# of its last resolution.
+STYLE_GROUPS = {"coarse": (4, 8), "middle": (16, 32), "fine": (64, None)}
 GIF_MIN_SIDE = 128  # GIF frames are enlarged (nearest neighbour) to at least this many pixels
 GIF_FRAME_MS = 80
 
@@ -134,6 +144,59 @@ def interpolation_labels(mode: str, rows: int, columns: int, classes: list[int],
     return torch.tensor([classes[r % len(classes)] for r in range(rows)]).repeat_interleave(columns)
 
 
+def style_layers(resolutions: list[int], group: str) -> list[int]:
+    """Indices of the styles of a group (STYLE_GROUPS) among a generator's layer_resolutions(); never empty
+    for a model of 16x16 or more."""
+    low, high = STYLE_GROUPS[group]
+    final = max(resolutions)
+    if group == "fine" and final < low:
+        low = final
+    return [i for i, res in enumerate(resolutions) if res >= low and (high is None or res <= high)]
+
+
+def mixed_styles(row_ws: torch.Tensor, column_ws: torch.Tensor, layers: list[int]) -> torch.Tensor:
+    """[R, C, num_ws, w_dim]: cell (r, c) holds row source r's styles with the listed layers from column source c."""
+    cells = row_ws[:, None].repeat(1, len(column_ws), 1, 1)
+    cells[:, :, layers] = column_ws[None, :, layers]
+    return cells
+
+
+def style_mix_images(generator, rows: int, columns: int, group: str, seed: int, device: torch.device,
+                     psi: float | None = None) -> torch.Tensor:
+    """The style-mixing figure's (rows + 1) x (columns + 1) images, row by row: a grey corner, the column
+    sources along the top, the row sources down the left, and mixed_styles(...) in the cells. The sources'
+    latents are seeded_latents((columns + rows, z_dim), seed): the column sources first."""
+    from gankit.sampling import map_latents, synthesize
+
+    ws = map_latents(generator, seeded_latents((columns + rows, generator.z_dim), seed), device, psi)
+    column_ws, row_ws = ws[:columns], ws[columns:]
+    layers = style_layers(generator.layer_resolutions(), group)
+    column_images = synthesize(generator, column_ws, device)
+    row_images = synthesize(generator, row_ws, device)
+    cells = synthesize(generator, mixed_styles(row_ws, column_ws, layers).flatten(0, 1), device)
+    picture = torch.zeros(rows + 1, columns + 1, *column_images.shape[1:])  # 0 is mid-grey in [-1, 1]
+    picture[0, 1:] = column_images
+    picture[1:, 0] = row_images
+    picture[1:, 1:] = cells.unflatten(0, (rows, columns))
+    return picture.flatten(0, 1)
+
+
+def interpolation_ws(generator, mode: str, steps: int, pairs: int, seed: int, device: torch.device,
+                     psi: float | None = None) -> torch.Tensor:
+    """The w of each image of a W-space picture, [rows, columns, w_dim]: the latents of
+    interpolation_latents' endpoints (the same seeds), mapped to W (truncated at psi), then lerp rows or the
+    grid sweep (first half of w along x, second half along y)."""
+    from gankit.sampling import map_latents
+
+    z_dim = generator.z_dim
+    if mode == "grid":
+        corners = map_latents(generator, seeded_latents((2, z_dim), seed), device, psi)[:, 0]
+        return latent_grid(corners[0], corners[1], steps)
+    ends = seeded_latents((pairs, 2, z_dim), seed).reshape(pairs * 2, z_dim)
+    ends_w = map_latents(generator, ends, device, psi)[:, 0].reshape(pairs, 2, -1)
+    return lerp(ends_w[:, 0], ends_w[:, 1], torch.linspace(0.0, 1.0, steps, dtype=torch.float64))
+
+
 def save_interpolation_png(generator, z_dim: int, mode: str, steps: int, pairs: int, seed: int,
                            device: torch.device, out: Path, labels: torch.Tensor | None = None) -> Path:
     """Renders interpolation_latents(...) and saves it as one grid PNG, one row per pair (or grid row);
@@ -149,16 +212,22 @@ def save_interpolation_png(generator, z_dim: int, mode: str, steps: int, pairs: 
 
 
 def save_loop_gif(generator, z_dim: int, keys: int, frames_per_segment: int, seed: int, spherical: bool,
-                  device: torch.device, out: Path, label: int | None = None) -> Path:
+                  device: torch.device, out: Path, label: int | None = None, w_space: bool = False,
+                  psi: float | None = None) -> Path:
     """An animated GIF (played in a loop) along a closed path through `keys` seeded latents; label: the
-    class of every frame, for a conditional generator."""
+    class of every frame, for a conditional generator. w_space (StyleGAN2): straight segments between the
+    keys' w (truncated at psi) instead of a path in Z."""
     from gankit.files import atomic_write
-    from gankit.sampling import render
+    from gankit.sampling import map_latents, render, synthesize
     from gankit.viz.grid import grid_image, to_uint8
 
-    latents = loop_latents(seeded_latents((keys, z_dim), seed), frames_per_segment, spherical)
-    labels = None if label is None else torch.full((len(latents),), label)
-    images = to_uint8(render(generator, latents, device, labels))
+    if w_space:
+        keys_w = map_latents(generator, seeded_latents((keys, z_dim), seed), device, psi)[:, 0]
+        images = to_uint8(synthesize(generator, loop_latents(keys_w, frames_per_segment, spherical=False), device))
+    else:
+        latents = loop_latents(seeded_latents((keys, z_dim), seed), frames_per_segment, spherical)
+        labels = None if label is None else torch.full((len(latents),), label)
+        images = to_uint8(render(generator, latents, device, labels))
     scale = max(1, math.ceil(GIF_MIN_SIDE / images.shape[-1]))
     frames = [grid_image(image[None], nrow=1, padding=0) for image in images]
     if scale > 1:
@@ -188,10 +257,41 @@ def _check_class_options(args, kind: str) -> None:
         raise GankitError(f"{what} stays within one class: give one --class")
 
 
+def _check_stylegan2_options(args, kind: str) -> None:
+    """--space, --styles, --rows/--cols and --mode style-mix: the combinations refused before any loading."""
+    from gankit.sampling import check_truncation
+
+    check_truncation(args.truncation)
+    if args.space is not None and args.mode not in ("lerp", "slerp", "grid"):
+        raise GankitError(f"--space goes with --mode lerp, slerp or grid, not {args.mode}")
+    if args.space == "w" and args.mode == "slerp":
+        raise GankitError("--mode slerp moves along a great circle in Z; for W give --mode lerp (straight lines "
+                          "in W, the default for StyleGAN2)")
+    if args.mode != "style-mix":
+        for option, value in (("--styles", args.styles), ("--rows", args.rows), ("--cols", args.cols)):
+            if value is not None:
+                raise GankitError(f"{option} goes with --mode style-mix")
+        return
+    if kind == ".gif":
+        raise GankitError("--mode style-mix makes a still picture: use --out FILE.png")
+    for option, value in (("--rows", args.rows), ("--cols", args.cols)):
+        if value is not None and not 1 <= value <= MAX_PAIRS:
+            raise GankitError(f"{option} {value}: give 1 to {MAX_PAIRS}")
+
+
+def _space(args, stylegan2: bool) -> str:
+    """z or w: --space, else w for lerp and grid on StyleGAN2, z otherwise."""
+    if args.space is not None:
+        return args.space
+    return "w" if stylegan2 and args.mode in ("lerp", "grid") else "z"
+
+
 def interpolate_command(args) -> int:
-    """`gankit interpolate`: writes a lerp/slerp/grid/classes PNG or a looping GIF and prints its path."""
+    """`gankit interpolate`: writes a lerp/slerp/grid/classes/style-mix PNG or a looping GIF and prints its path."""
     from gankit.device import resolve_device
-    from gankit.sampling import class_names_of, load_for_sampling, not_conditional, resolve_class, resolve_classes
+    from gankit.sampling import (class_names_of, is_stylegan2, load_for_sampling, not_conditional, require_stylegan2,
+                                 resolve_class, resolve_classes, synthesize, with_truncation)
+    from gankit.viz.grid import save_grid, to_uint8
 
     if not 2 <= args.steps <= MAX_STEPS:
         raise GankitError(f"--steps {args.steps}: give 2 to {MAX_STEPS} (the endpoints count as steps)")
@@ -201,6 +301,7 @@ def interpolate_command(args) -> int:
     kind = out.suffix.lower()
     if kind not in (".png", ".gif"):
         raise GankitError(f"--out {out}: write a .png picture or a .gif animation")
+    _check_stylegan2_options(args, kind)
     if kind == ".gif" and args.mode == "grid":
         raise GankitError("--mode grid makes a still picture: use --out FILE.png, or --mode slerp/lerp for a GIF")
     if kind == ".gif" and args.pairs < 2:
@@ -214,16 +315,31 @@ def interpolate_command(args) -> int:
             f"{args.source} generates 2-D points ({meta['data'].source}), not images: interpolation pictures "
             "need an image model; plot toy samples with `gankit sample RUN --out plot.png`"
         )
+    if args.mode == "style-mix":
+        require_stylegan2(generator, "--mode style-mix")
+    if args.space == "w":
+        require_stylegan2(generator, "--space w")
     names = class_names_of(generator, meta)
     if names is None and args.mode == "classes":
         raise not_conditional(args.source, "--mode classes")
     chosen = resolve_classes(args.classes, names, args.source)
     z_dim = meta["model"].z_dim
+    psi = args.truncation
+    in_w = args.mode == "style-mix" or _space(args, is_stylegan2(generator)) == "w"
+    if not in_w:  # each image's w is truncated; in W the endpoints' ws are (map_latents)
+        generator = with_truncation(generator, psi)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if kind == ".gif":
+    if args.mode == "style-mix":
+        rows, columns = args.rows or args.pairs, args.cols or args.pairs
+        images = style_mix_images(generator, rows, columns, args.styles or "coarse", args.seed, device, psi)
+        path = save_grid(to_uint8(images), out, nrow=columns + 1)
+    elif kind == ".gif":
         label = None if names is None else (chosen[0] if chosen else 0)
         path = save_loop_gif(generator, z_dim, args.pairs, args.steps, args.seed, args.mode == "slerp", device, out,
-                             label)
+                             label, w_space=in_w, psi=psi)
+    elif in_w:
+        ws = interpolation_ws(generator, args.mode, args.steps, args.pairs, args.seed, device, psi)
+        path = save_grid(to_uint8(synthesize(generator, ws.flatten(0, 1), device)), out, nrow=ws.shape[1])
     else:
         labels = None
         if names is not None:

@@ -1,0 +1,301 @@
+"""StyleGAN2 (Karras et al. 2020, config F) in plain PyTorch ops: no custom CUDA, runs wherever PyTorch runs.
+
+The generator maps a normalized z through an MLP (learning-rate multiplier 0.01) to w, broadcast to one w
+per layer ("ws"); a synthesis network starts from a learned 4x4 constant and at each resolution applies
+two modulated, demodulated 3x3 convolutions (the first upsampling with the [1, 3, 3, 1] filter), each
+followed by per-pixel noise with a learned strength, bias and leaky ReLU; a 1x1 toRGB per resolution
+(modulated, not demodulated) adds into the image, upsampled and summed (the "skip" generator). The
+discriminator is residual: fromRGB at full resolution, then per resolution two 3x3 convolutions (the
+second downsampling with the filter) beside a 1x1 downsampling skip, summed with gain sqrt(1/2); at 4x4
+the minibatch standard deviation, a 3x3 convolution and two fully connected layers.
+
+Every weight has an equalized learning rate: stored N(0, 1 / lr_multiplier^2), multiplied at run time by
+lr_multiplier / sqrt(fan_in). Widths are min(channel_base / resolution, channel_max) as in NVIDIA's
+networks, so the parameter counts match theirs at the same settings (docs/stylegan2.md). NVIDIA's
+modulated convolution scales the activations by the styles and the output by the demodulation
+coefficients around a shared-weight convolution when training; that is the only form here (the grouped
+form gives the same numbers and is slower on CPUs, benchmarks/train_speed.py).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gankit.models.fir import conv_down, conv_up, fir_filter, upsample2d
+from gankit.models.layers import minibatch_stddev
+
+LRELU_GAIN = math.sqrt(2.0)
+
+
+def _lrelu(x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+    return F.leaky_relu(x, 0.2) * (LRELU_GAIN * gain)
+
+
+def layer_widths(resolution: int, channel_base: int, channel_max: int) -> dict[int, int]:
+    """Channels at each resolution 4 .. `resolution`: min(channel_base // res, channel_max)."""
+    return {4 * 2**i: min(channel_base // (4 * 2**i), channel_max) for i in range(int(math.log2(resolution)) - 1)}
+
+
+class FullyConnected(nn.Module):
+    """y = x W^T * (lr_multiplier / sqrt(in)) + b * lr_multiplier, then leaky ReLU (gain sqrt 2) or nothing."""
+
+    def __init__(self, in_features: int, out_features: int, activation: bool = False, lr_multiplier: float = 1.0,
+                 bias_init: float = 0.0):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_multiplier)
+        self.bias = nn.Parameter(torch.full([out_features], float(bias_init)))
+        self.weight_gain = lr_multiplier / math.sqrt(in_features)
+        self.bias_gain = lr_multiplier
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.linear(x, self.weight * self.weight_gain, self.bias * self.bias_gain)
+        return _lrelu(x) if self.activation else x
+
+
+class MappingNetwork(nn.Module):
+    """z -> w (normalized z, `layers` fully connected layers with a learning-rate multiplier), broadcast to
+    `num_ws` copies; tracks the average w (w_avg, a buffer) while training, for truncation."""
+
+    def __init__(self, z_dim: int, w_dim: int, num_ws: int, layers: int = 8, lr_multiplier: float = 0.01,
+                 w_avg_beta: float = 0.995):
+        super().__init__()
+        self.num_ws, self.w_avg_beta = num_ws, w_avg_beta
+        features = [z_dim] + [w_dim] * layers
+        self.layers = nn.ModuleList(FullyConnected(a, b, activation=True, lr_multiplier=lr_multiplier)
+                                    for a, b in zip(features[:-1], features[1:]))
+        self.register_buffer("w_avg", torch.zeros(w_dim))
+
+    def forward(self, z: torch.Tensor, truncation_psi: float = 1.0, update_w_avg: bool = False) -> torch.Tensor:
+        x = z.float() * torch.rsqrt(z.float().square().mean(dim=1, keepdim=True) + 1e-8)  # normalize_2nd_moment
+        for layer in self.layers:
+            x = layer(x)
+        if update_w_avg:
+            self.w_avg.copy_(x.detach().float().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+        ws = x.unsqueeze(1).repeat(1, self.num_ws, 1)
+        if truncation_psi != 1:
+            ws = self.w_avg.to(ws.dtype).lerp(ws, truncation_psi)
+        return ws
+
+
+class ModulatedConv(nn.Module):
+    """Modulated convolution: the input channels scaled by styles = affine(w) (bias 1 at start); with
+    `demodulate`, each output channel divided by the norm its modulated kernel would have, so that
+    unit-variance inputs give unit-variance outputs; then noise, bias and the activation."""
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, kernel_size: int = 3,
+                 up: bool = False, demodulate: bool = True, noise: bool = True, activation: bool = True):
+        super().__init__()
+        self.affine = FullyConnected(w_dim, in_channels, bias_init=1.0)
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        self.up, self.demodulate, self.activation = up, demodulate, activation
+        self.padding = kernel_size // 2
+        # toRGB is not demodulated: its styles carry the weight's 1 / sqrt(fan_in) instead.
+        self.style_gain = 1.0 if demodulate else 1 / math.sqrt(in_channels * kernel_size**2)
+        if noise:
+            self.register_buffer("noise_const", torch.randn(resolution, resolution))  # noise_mode "const"
+            self.noise_strength = nn.Parameter(torch.zeros([]))
+        else:
+            self.noise_strength = None
+        self.register_buffer("resample_filter", fir_filter(), persistent=False)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random",
+                share: tuple[int, int] = (0, 1)) -> torch.Tensor:
+        styles = self.affine(w) * self.style_gain  # [N, in]
+        weight = self.weight.to(x.dtype)
+        x = x * styles.to(x.dtype)[:, :, None, None]
+        if self.up:
+            x = conv_up(x, weight, self.resample_filter)
+        else:
+            x = F.conv2d(x, weight, padding=self.padding)
+        if self.demodulate:
+            # sum over in, kh, kw of (w * s)^2, per sample and output channel, in float32
+            dcoefs = torch.rsqrt(torch.einsum("oikl,ni->no", self.weight.float().square(), styles.float().square())
+                                 + 1e-8)
+            x = x * dcoefs.to(x.dtype)[:, :, None, None]
+        if self.noise_strength is not None and noise_mode != "none":
+            if noise_mode == "const":
+                noise = self.noise_const.to(x.dtype)[None, None]
+            else:
+                rank, world = share  # drawn for the global batch, this rank's samples kept (see batch_share)
+                noise = torch.randn(x.shape[0] * world, 1, x.shape[2], x.shape[3], device=x.device,
+                                    dtype=x.dtype)[rank::world]
+            x = x + noise * self.noise_strength.to(x.dtype)
+        x = x + self.bias.to(x.dtype)[None, :, None, None]
+        return _lrelu(x) if self.activation else x
+
+
+class SynthesisBlock(nn.Module):
+    """One resolution of the synthesis network: (the 4x4 constant or conv0 upsampling) conv1, toRGB."""
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, img_channels: int):
+        super().__init__()
+        self.resolution = resolution
+        if in_channels == 0:
+            self.const = nn.Parameter(torch.randn(out_channels, 4, 4))
+            self.conv0 = None
+        else:
+            self.conv0 = ModulatedConv(in_channels, out_channels, w_dim, resolution, up=True)
+        self.conv1 = ModulatedConv(out_channels, out_channels, w_dim, resolution)
+        self.torgb = ModulatedConv(out_channels, img_channels, w_dim, resolution, kernel_size=1, demodulate=False,
+                                   noise=False, activation=False)
+        self.num_conv = 1 if self.conv0 is None else 2
+        self.register_buffer("resample_filter", fir_filter(), persistent=False)
+
+    def forward(self, x, img, ws: torch.Tensor, noise_mode: str, share: tuple[int, int]):
+        """ws: [N, num_conv + 1, w_dim], the last one toRGB's (it is also the next block's first)."""
+        if self.conv0 is None:
+            x = self.const.to(ws.dtype).unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
+            x = self.conv1(x, ws[:, 0], noise_mode, share)
+        else:
+            x = self.conv0(x, ws[:, 0], noise_mode, share)
+            x = self.conv1(x, ws[:, 1], noise_mode, share)
+        y = self.torgb(x, ws[:, self.num_conv], noise_mode)
+        img = y if img is None else upsample2d(img, self.resample_filter).to(y.dtype) + y
+        return x, img
+
+
+class SynthesisNetwork(nn.Module):
+    def __init__(self, w_dim: int, resolution: int, img_channels: int, channel_base: int, channel_max: int):
+        super().__init__()
+        widths = layer_widths(resolution, channel_base, channel_max)
+        self.blocks = nn.ModuleList(
+            SynthesisBlock(widths[res // 2] if res > 4 else 0, widths[res], w_dim, res, img_channels) for res in widths)
+        self.num_ws = sum(b.num_conv for b in self.blocks) + 1
+
+    def forward(self, ws: torch.Tensor, noise_mode: str = "random", share: tuple[int, int] = (0, 1)) -> torch.Tensor:
+        x = img = None
+        index = 0
+        for block in self.blocks:
+            x, img = block(x, img, ws[:, index:index + block.num_conv + 1], noise_mode, share)
+            index += block.num_conv
+        return img
+
+
+class StyleGAN2Generator(nn.Module):
+    """G(z) -> images in [-1, 1]-ish (no final tanh, as in the paper). In training mode each call mixes
+    styles with probability `style_mixing` (a second z takes over from a random layer on) and updates
+    w_avg; in eval mode the noise is the stored per-layer noise ("const"), so a z gives one image.
+
+    `batch_share` (rank, world size): under torchrun the training loop sets it, and the random values G
+    draws itself in training (the noise maps, the second z of style mixing) are drawn for the global batch
+    and this rank's samples rank::world kept, as the loop draws the latents: K ranks then compute what
+    one process computes with the global batch."""
+
+    def __init__(self, z_dim: int, w_dim: int, resolution: int, channels: int, channel_base: int = 32768,
+                 channel_max: int = 512, mapping_layers: int = 8, mapping_lr: float = 0.01,
+                 style_mixing: float = 0.9):
+        super().__init__()
+        self.z_dim, self.w_dim, self.resolution = z_dim, w_dim, resolution
+        self.style_mixing = style_mixing
+        self.batch_share = (0, 1)
+        self.synthesis = SynthesisNetwork(w_dim, resolution, channels, channel_base, channel_max)
+        self.num_ws = self.synthesis.num_ws
+        self.mapping = MappingNetwork(z_dim, w_dim, self.num_ws, mapping_layers, mapping_lr)
+
+    @property
+    def w_avg(self) -> torch.Tensor:
+        return self.mapping.w_avg
+
+    def layer_resolutions(self) -> list[int]:
+        """The resolution each of the num_ws styles acts at (toRGB's w is shared with the next block's conv0)."""
+        out = []
+        for block in self.synthesis.blocks:
+            out += [block.resolution] * block.num_conv
+        return out + [self.resolution]
+
+    def mix(self, ws: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Style mixing regularization: with probability style_mixing, the styles from a layer drawn
+        uniformly in 1 .. num_ws - 1 on come from another z (one draw per batch, as in NVIDIA's loss)."""
+        rank, world = self.batch_share
+        other_z = torch.randn(z.shape[0] * world, z.shape[1], device=z.device, dtype=z.dtype)[rank::world]
+        cutoff = torch.randint(1, self.num_ws, (), device=z.device)
+        mixed = torch.rand((), device=z.device) < self.style_mixing
+        cutoff = torch.where(mixed, cutoff, torch.full_like(cutoff, self.num_ws))
+        take_other = (torch.arange(self.num_ws, device=z.device) >= cutoff)[None, :, None]
+        return torch.where(take_other, self.mapping(other_z), ws)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None, truncation_psi: float = 1.0,
+                noise_mode: str | None = None, return_ws: bool = False):
+        """noise_mode: random, const (the stored maps) or none; None: random in training, else const.
+        return_ws: also return the styles used [N, num_ws, w_dim] (path-length regularization)."""
+        if labels is not None:
+            raise ValueError("this StyleGAN2 generator is unconditional")
+        ws = self.mapping(z, truncation_psi, update_w_avg=self.training)
+        if self.training and self.style_mixing > 0:
+            ws = self.mix(ws, z)
+        return self.synthesize(ws, noise_mode, return_ws)
+
+    def synthesize(self, ws: torch.Tensor, noise_mode: str | None = None, return_ws: bool = False):
+        """Images from styles [N, num_ws, w_dim] (interpolation in W, style-mixing grids)."""
+        img = self.synthesis(ws, noise_mode or ("random" if self.training else "const"), self.batch_share)
+        return (img, ws) if return_ws else img
+
+
+class ConvLayer(nn.Module):
+    """Discriminator convolution with equalized learning rate; optional FIR downsampling x2, bias and leaky
+    ReLU (gain sqrt 2, times `gain`)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True,
+                 activation: bool = True, down: bool = False):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        self.weight_gain = 1 / math.sqrt(in_channels * kernel_size**2)
+        self.activation, self.down, self.padding = activation, down, kernel_size // 2
+        self.register_buffer("resample_filter", fir_filter(), persistent=False)
+
+    def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+        weight = (self.weight * self.weight_gain).to(x.dtype)
+        x = conv_down(x, weight, self.resample_filter) if self.down else F.conv2d(x, weight, padding=self.padding)
+        if self.bias is not None:
+            x = x + self.bias.to(x.dtype)[None, :, None, None]
+        return _lrelu(x, gain) if self.activation else x * gain
+
+
+class DiscriminatorBlock(nn.Module):
+    """Residual block: (fromRGB,) conv0, conv1 downsampling, beside a 1x1 downsampling skip; sum * sqrt(1/2)."""
+
+    def __init__(self, in_channels: int, tmp_channels: int, out_channels: int, img_channels: int):
+        super().__init__()
+        self.fromrgb = ConvLayer(img_channels, tmp_channels, 1) if in_channels == 0 else None
+        self.conv0 = ConvLayer(tmp_channels, tmp_channels, 3)
+        self.conv1 = ConvLayer(tmp_channels, out_channels, 3, down=True)
+        self.skip = ConvLayer(tmp_channels, out_channels, 1, bias=False, activation=False, down=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fromrgb is not None:
+            x = self.fromrgb(x)
+        y = self.skip(x, gain=math.sqrt(0.5))
+        return y + self.conv1(self.conv0(x), gain=math.sqrt(0.5))
+
+
+class StyleGAN2Discriminator(nn.Module):
+    def __init__(self, resolution: int, channels: int, channel_base: int = 32768, channel_max: int = 512,
+                 mbstd_group: int = 4):
+        super().__init__()
+        widths = layer_widths(resolution, channel_base, channel_max)
+        resolutions = sorted(widths, reverse=True)[:-1]  # resolution .. 8
+        self.blocks = nn.ModuleList(
+            DiscriminatorBlock(widths[res] if res < resolution else 0, widths[res], widths[res // 2], channels)
+            for res in resolutions)
+        self.mbstd_group = mbstd_group
+        c = widths[4]
+        self.conv = ConvLayer(c + 1, c, 3)
+        self.fc = FullyConnected(c * 16, c, activation=True)
+        self.out = FullyConnected(c, 1)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if labels is not None:
+            raise ValueError("this StyleGAN2 discriminator is unconditional")
+        for block in self.blocks:
+            x = block(x)
+        x = minibatch_stddev(x, self.mbstd_group)
+        x = self.conv(x)
+        x = self.fc(x.flatten(1))
+        return self.out(x).squeeze(1)
