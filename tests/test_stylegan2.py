@@ -324,3 +324,34 @@ def test_presets_build():
     config = load("stylegan2-fashion-mnist")
     G, D = build_generator(config.model, config.data), build_discriminator(config.model, config.data, "none")
     assert G(torch.randn(2, 512)).shape == (2, 1, 32, 32) and D(torch.zeros(4, 1, 32, 32)).shape == (4,)
+
+
+def test_resampling_of_bf16_runs_in_float32_on_the_cpu():
+    """bf16 depthwise convolutions are slow on CPUs: the filter runs in float32 and the result is rounded once."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 8, 8).bfloat16()
+    f = fir_filter()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        filtered, upsampled = conv_down(x, torch.ones(3, 3, 1, 1, dtype=torch.bfloat16), f), upsample2d(x, f)
+    assert upsampled.dtype == torch.bfloat16
+    assert torch.equal(upsampled, upsample2d(x.float(), f).bfloat16())
+    assert filtered.shape == (2, 3, 4, 4)
+
+
+def test_r1_of_the_stylegan2_discriminator_against_finite_differences():
+    """R1's gradient norm through the residual D (FIR downsampling, minibatch stddev), checked against central
+    differences of D's summed scores along random directions, in float64."""
+    torch.manual_seed(0)
+    D = StyleGAN2Discriminator(16, 1, 64, 16).double()
+    x = torch.randn(4, 1, 16, 16, dtype=torch.float64, requires_grad=True)
+    scores = D(x)
+    penalty = losses.input_gradient_penalty(scores, x)
+    (grad,) = torch.autograd.grad(D(x).sum(), x)
+    # (the penalty computes in float32)
+    assert penalty.item() == pytest.approx(grad.flatten(1).square().sum(1).mean().item(), rel=1e-6)
+    for _ in range(3):
+        direction = torch.randn_like(x)
+        h = 1e-6  # small: a larger step crosses leaky ReLU's kinks
+        with torch.no_grad():
+            numeric = (D(x + h * direction).sum() - D(x - h * direction).sum()) / (2 * h)
+        assert (grad * direction).sum().item() == pytest.approx(numeric.item(), rel=1e-6)

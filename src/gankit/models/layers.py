@@ -75,7 +75,8 @@ def minibatch_stddev(x: torch.Tensor, group_size: int = 4, eps: float = 1e-8) ->
     i mod M (M = N / group); the variance is the population one (divided by the group size)."""
     n, c, h, w = x.shape
     size = stddev_group_size(n, group_size)
-    y = x.float().reshape(size, n // size, c, h, w)
+    # at least float32 (bf16's few mantissa bits would swamp the variance); float64 stays float64
+    y = (x if x.dtype == torch.float64 else x.float()).reshape(size, n // size, c, h, w)
     y = y - y.mean(dim=0, keepdim=True)
     y = torch.sqrt(y.pow(2).mean(dim=0) + eps)  # [M, C, H, W]
     y = y.mean(dim=(1, 2, 3)).to(x.dtype)  # [M]
