@@ -31,6 +31,13 @@ METRIC_NAMES = ("swd", "ms_ssim", "fid", "kid", "is", "pr", "fd_fmnist", "kid_fm
                 "intra_fd_fmnist")
 
 
+def _changed(section: BaseModel, keys: tuple[str, ...]) -> list[str]:
+    """The keys among `keys` whose value in `section` is not its class's default. Keys that only some settings
+    read are refused by value this way: the resolved config.yaml holds every default, so it always loads."""
+    defaults = type(section).model_construct()
+    return [k for k in keys if getattr(section, k) != getattr(defaults, k)]
+
+
 class _Section(BaseModel):
     # Unknown keys are errors (a misspelled penalty weight must not be silently ignored), and
     # values are not coerced across types ("10" is not a number).
@@ -109,10 +116,8 @@ class ModelConfig(_Section):
 
     @model_validator(mode="after")
     def _stylegan2_keys_need_stylegan2(self) -> "ModelConfig":
-        # The resolved config.yaml holds every default, so only values other than the default are refused.
         if self.arch != "stylegan2":
-            defaults = ModelConfig.model_construct()
-            used = [f"model.{k}" for k in STYLEGAN2_MODEL_KEYS if getattr(self, k) != getattr(defaults, k)]
+            used = [f"model.{k}" for k in _changed(self, STYLEGAN2_MODEL_KEYS)]
             if used:
                 raise ValueError(f"{', '.join(used)} only apply to model.arch stylegan2 (it is {self.arch})")
         return self
@@ -273,10 +278,8 @@ class AugmentConfig(_Section):
 
     @model_validator(mode="after")
     def _keys_of_the_policy(self) -> "AugmentConfig":
-        # A key the policy does not read must not be silently ignored. The resolved config.yaml holds every
-        # default, so only a value other than the default is refused (a saved config always loads again).
-        defaults = AugmentConfig.model_construct()
-        foreign = [] if self.policy == "ada" else [k for k in ADA_KEYS if getattr(self, k) != getattr(defaults, k)]
+        # A key the policy does not read must not be silently ignored (only a value other than the default).
+        foreign = [] if self.policy == "ada" else _changed(self, ADA_KEYS)
         if self.policy == "ada" and self.ops != list(AUGMENT_OPS):
             foreign = ["ops"]
         if foreign:
@@ -329,6 +332,7 @@ class Config(_Section):
             _check_resolution(self.data.resolution, "dcgan", 16, 256)
         self._check_pgan()
         self._check_stylegan2()
+        self._check_ema()
         if self.augment.policy != "none" and (self.data.is_toy or self.model.arch == "pgan"):
             what = f"data.source {self.data.source} (2-D points)" if self.data.is_toy else "model.arch pgan"
             raise ValueError(f"augment.policy {self.augment.policy} augments images and does not support {what}: "
@@ -346,15 +350,16 @@ class Config(_Section):
             raise ValueError(f"data.source {self.data.source} needs data.path ({PATH_SOURCES[self.data.source]})")
         return self
 
-    def _check_stylegan2(self) -> None:
+    def _check_ema(self) -> None:
         if self.train.ema_kimg is not None and self.train.ema is None:
             raise ValueError("train.ema_kimg sets the EMA generator's half-life, and train.ema null turns that "
                              "generator off: give train.ema a value (any; ema_kimg decides the decay) or drop ema_kimg")
         if self.train.ema_rampup is not None and self.train.ema_kimg is None:
             raise ValueError("train.ema_rampup applies with train.ema_kimg (the ramp-up of its half-life)")
+
+    def _check_stylegan2(self) -> None:
         if self.model.arch != "stylegan2":
-            defaults = LossConfig.model_construct()
-            used = [f"loss.{k}" for k in STYLEGAN2_LOSS_KEYS if getattr(self.loss, k) != getattr(defaults, k)]
+            used = [f"loss.{k}" for k in _changed(self.loss, STYLEGAN2_LOSS_KEYS)]
             if used:
                 raise ValueError(f"{', '.join(used)} only apply to model.arch stylegan2 (it is {self.model.arch})")
             return

@@ -71,7 +71,8 @@ class MappingNetwork(nn.Module):
         self.register_buffer("w_avg", torch.zeros(w_dim))
 
     def forward(self, z: torch.Tensor, truncation_psi: float = 1.0, update_w_avg: bool = False) -> torch.Tensor:
-        x = z.float() * torch.rsqrt(z.float().square().mean(dim=1, keepdim=True) + 1e-8)  # normalize_2nd_moment
+        z = z.float()
+        x = z * torch.rsqrt(z.square().mean(dim=1, keepdim=True) + 1e-8)  # normalize_2nd_moment
         for layer in self.layers:
             x = layer(x)
         if update_w_avg:
@@ -102,7 +103,8 @@ class ModulatedConv(nn.Module):
             self.noise_strength = nn.Parameter(torch.zeros([]))
         else:
             self.noise_strength = None
-        self.register_buffer("resample_filter", fir_filter(), persistent=False)
+        if up:
+            self.register_buffer("resample_filter", fir_filter(), persistent=False)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random",
                 share: tuple[int, int] = (0, 1)) -> torch.Tensor:
@@ -145,7 +147,8 @@ class SynthesisBlock(nn.Module):
         self.torgb = ModulatedConv(out_channels, img_channels, w_dim, resolution, kernel_size=1, demodulate=False,
                                    noise=False, activation=False)
         self.num_conv = 1 if self.conv0 is None else 2
-        self.register_buffer("resample_filter", fir_filter(), persistent=False)
+        if self.conv0 is not None:  # the image from the block below is upsampled
+            self.register_buffer("resample_filter", fir_filter(), persistent=False)
 
     def forward(self, x, img, ws: torch.Tensor, noise_mode: str, share: tuple[int, int]):
         """ws: [N, num_conv + 1, w_dim], the last one toRGB's (it is also the next block's first)."""
@@ -248,7 +251,8 @@ class ConvLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         self.weight_gain = 1 / math.sqrt(in_channels * kernel_size**2)
         self.activation, self.down, self.padding = activation, down, kernel_size // 2
-        self.register_buffer("resample_filter", fir_filter(), persistent=False)
+        if down:
+            self.register_buffer("resample_filter", fir_filter(), persistent=False)
 
     def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
         weight = (self.weight * self.weight_gain).to(x.dtype)
