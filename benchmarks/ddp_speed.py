@@ -22,6 +22,8 @@ import tempfile
 from pathlib import Path
 
 PRESET = "dcgan-fashion-mnist"
+# The preset as measured in docs/benchmarks.md: unconditional, constant learning rate.
+PRESET_SETTINGS = ["model.conditioning=none", "train.lr_schedule=constant"]
 
 
 def run_once(folder: Path, processes: int, steps: int, log_every: int) -> float:
@@ -29,7 +31,7 @@ def run_once(folder: Path, processes: int, steps: int, log_every: int) -> float:
     run = folder / f"run_{processes}p_{len(list(folder.iterdir()))}"
     gankit_args = ["train", PRESET, "--out", str(run), "--set", f"train.steps={steps}",
                    "--set", f"train.log_every={log_every}", "--set", f"train.sample_every={steps}",
-                   "--set", f"train.checkpoint_every={steps}"]
+                   "--set", f"train.checkpoint_every={steps}", *[a for s in PRESET_SETTINGS for a in ("--set", s)]]
     threads = 2 // processes
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     if processes == 1:

@@ -37,7 +37,8 @@ from gankit import config as gcfg
 from gankit.data.idx import load_idx_images
 
 DCGAN_REFERENCE = ["model.z_dim=100", "model.g_channels=64", "model.d_channels=64", "model.g_upsample=transposed",
-                   "model.d_norm=batch", "model.d_spectral_norm=false", "loss.kind=nsgan", "train.n_critic=1"]
+                   "model.d_norm=batch", "model.d_spectral_norm=false", "loss.kind=nsgan", "train.n_critic=1",
+                   "model.conditioning=none", "train.lr_schedule=constant"]  # the reference is unconditional
 CASES = {
     # name: (gankit preset, overrides matching the reference, reference loss, n_critic, resolution, batch)
     # The reference's networks are the PyTorch examples' DCGAN (widths 64, z 100, transposed convolutions,

@@ -204,7 +204,7 @@ def test_r1_and_gradient_penalty_differentiate_the_adversarial_score_only():
     (["loss.class_weight=2.0"], "acgan only"),
     (["model.conditioning=projection", "loss.class_weight=2.0"], "acgan only"),
     (["model.conditioning=concat", "loss.class_loss_on_fakes=true"], "acgan only"),
-    (["data.class_names=[a,b]"], "applies to conditional runs"),
+    (["model.conditioning=none", "data.class_names=[a,b]"], "applies to conditional runs"),
     (["model.conditioning=projection", "data.class_names=[a,a]"], "distinct"),
 ])
 def test_config_refuses_inconsistent_conditioning(sets, message):

@@ -228,7 +228,7 @@ def test_a_conditional_draw_asks_each_sample_its_label_and_an_unconditional_one_
     from gankit.sampling import generate
     from gankit.viz.grid import to_uint8
 
-    base = ["model.g_channels=8", "model.z_dim=16", "data.resolution=16"]
+    base = ["model.g_channels=8", "model.z_dim=16", "data.resolution=16", "model.conditioning=none"]
     torch.manual_seed(0)
     unconditional = build_generator(load("dcgan-fashion-mnist", base).model,
                                     load("dcgan-fashion-mnist", base).data).eval()
@@ -252,7 +252,7 @@ def tiny_export(folder, extra=()):
     from gankit.config import load
     from gankit.models import build_generator
 
-    config = load("dcgan-fashion-mnist", ["model.g_channels=8", "model.z_dim=8", *extra])
+    config = load("dcgan-fashion-mnist", ["model.g_channels=8", "model.z_dim=8", "model.conditioning=none", *extra])
     export_generator(folder, build_generator(config.model, config.data), config.model.model_dump(mode="json"),
                      config.data.model_dump(mode="json"), 0)
     return folder
@@ -295,7 +295,7 @@ def test_training_refuses_class_metrics_for_an_unconditional_run(tmp_path):
     from gankit.config import load
     from gankit.metrics.periodic import PeriodicEvaluator
 
-    config = load("dcgan-fashion-mnist", ["eval.every=1", "eval.metrics=[class_accuracy]"])
+    config = load("dcgan-fashion-mnist", ["model.conditioning=none", "eval.every=1", "eval.metrics=[class_accuracy]"])
     with pytest.raises(GankitError, match="class_accuracy needs a class-conditional generator"):
         PeriodicEvaluator(config, tmp_path, torch.device("cpu"))
 

@@ -75,7 +75,7 @@ def class_coded_toy(folder):
 
 
 def unconditional_export(folder):
-    cfg = gankit_config.load("dcgan-fashion-mnist", [f"data.resolution={RESOLUTION}", "model.g_channels=8",
+    cfg = gankit_config.load("dcgan-fashion-mnist", ["model.conditioning=none", f"data.resolution={RESOLUTION}", "model.g_channels=8",
                                                      "model.d_channels=8", f"model.z_dim={Z_DIM}"])
     return export(folder, build_generator(cfg.model, cfg.data), cfg)
 

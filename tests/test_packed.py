@@ -80,7 +80,7 @@ def test_resolution_or_channel_mismatch_is_a_clear_error(tmp_path, images):
 def test_packed_and_lmdb_sources_need_a_path():
     for source in ("packed", "lmdb"):
         with pytest.raises(GankitError, match=f"data.source {source} needs data.path"):
-            cfg.load("dcgan-fashion-mnist", [f"data.source={source}", "data.channels=3"])
+            cfg.load("dcgan-fashion-mnist", [f"data.source={source}", "data.channels=3", "model.conditioning=none"])
 
 
 def test_changed_bytes_fail_the_checksum(tmp_path, images):

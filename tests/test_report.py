@@ -27,7 +27,7 @@ from gankit.viz.plots import PALETTE, Chart, Series, chart_figure, inline_svg, s
 from gankit.viz.report import (INTERPOLATION_FILE, INTERPOLATION_K, metric_charts, metric_direction, pick_frames,
                                read_jsonl, write_report)
 
-TINY = ["model.z_dim=8", "model.g_channels=8", "model.d_channels=8", "data.resolution=16",
+TINY = ["model.conditioning=none", "model.z_dim=8", "model.g_channels=8", "model.d_channels=8", "data.resolution=16",
         "train.batch_size=8", "data.max_images=64", "train.steps=70"]
 STATS_LINES = 7
 SAMPLE_STEPS = [20, 40, 60]

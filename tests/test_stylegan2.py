@@ -20,7 +20,7 @@ from gankit.models.stylegan2 import (FullyConnected, MappingNetwork, ModulatedCo
 from gankit.training.ema import ema_decay_from_half_life
 
 # A StyleGAN2 small enough for the test suite: 16x16, widths 16/16/8, w 16, two mapping layers.
-TINY_STYLEGAN2 = ["model.arch=stylegan2", "model.z_dim=16", "model.w_dim=16", "model.mapping_layers=2",
+TINY_STYLEGAN2 = ["model.arch=stylegan2", "model.conditioning=none", "model.z_dim=16", "model.w_dim=16", "model.mapping_layers=2",
                   "model.channel_base=64", "model.channel_max=16", "train.grid_size=4", "train.precision=fp32",
                   "train.channels_last=false"]
 

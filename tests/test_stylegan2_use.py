@@ -25,7 +25,7 @@ from gankit.viz.interpolate import STYLE_GROUPS, seeded_latents, slerp, style_la
 
 SIZE = 16
 PADDING = 2  # gankit.viz.grid.grid_image's
-TINY_STYLEGAN2 = ["model.arch=stylegan2", "model.z_dim=16", "model.w_dim=16", "model.channel_base=64",
+TINY_STYLEGAN2 = ["model.arch=stylegan2", "model.conditioning=none", "model.z_dim=16", "model.w_dim=16", "model.channel_base=64",
                   "model.channel_max=16", "model.mapping_layers=2", "data.resolution=16"]
 
 
@@ -54,7 +54,8 @@ def G(export):
 
 @pytest.fixture(scope="module")
 def dcgan_export(tmp_path_factory):
-    cfg = load("dcgan-fashion-mnist", ["model.g_channels=8", "model.z_dim=8", "data.resolution=16"])
+    cfg = load("dcgan-fashion-mnist", ["model.g_channels=8", "model.z_dim=8", "data.resolution=16",
+                                       "model.conditioning=none"])
     folder = tmp_path_factory.mktemp("dc") / "export"
     export_generator(folder, build_generator(cfg.model, cfg.data).eval(), cfg.model.model_dump(mode="json"),
                      cfg.data.model_dump(mode="json"), 0)

@@ -138,7 +138,8 @@ def test_dcgan_celeba_under_torchrun(tmp_path, run_cli):
 
 # (preset, extra settings, discriminator steps per generator step, whether stats log the penalty)
 OBJECTIVES = {
-    "gan": ("dcgan-fashion-mnist", ["model.g_upsample=nearest", "loss.sigmoid_output=true", "train.n_critic=2"], 2),
+    "gan": ("dcgan-fashion-mnist", ["model.g_upsample=nearest", "loss.sigmoid_output=true", "train.n_critic=2",
+                                    "model.conditioning=none", "train.lr_schedule=constant"], 2),
     "lsgan": ("lsgan-fashion-mnist", [], 1),
     "wgan": ("wgan-fashion-mnist", [], 5),
     "wgan-gp": ("wgangp-fashion-mnist", [], 5),

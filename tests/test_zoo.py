@@ -345,7 +345,8 @@ def test_init_refuses_a_different_generator(tiny_zoo, tmp_path, run_cli):
     from gankit.errors import GankitError
 
     with pytest.raises(GankitError, match=r"different generator.*--set model.g_channels=8 --set data.resolution=16"):
-        init_networks("zoo:tiny", ["model.z_dim=16", "data.resolution=32"], "dcgan-fashion-mnist")
+        init_networks("zoo:tiny", ["model.z_dim=16", "data.resolution=32", "model.conditioning=none"],
+                      "dcgan-fashion-mnist")
     with pytest.raises(GankitError, match=r"--set model.arch=dcgan .*--set data.resolution=16"):
         init_networks("zoo:tiny", ["model.z_dim=16"], "gan-mlp-fashion-mnist")
 
@@ -363,7 +364,7 @@ def test_init_with_generator_spectral_norm(tmp_path):
     from gankit.models.spectral_norm import plain_state_dict
 
     dcgan = ["data.resolution=16", "model.z_dim=16", "model.g_channels=8", "model.d_channels=8",
-             "model.g_spectral_norm=true"]
+             "model.g_spectral_norm=true", "model.conditioning=none"]
     source = make_export(tmp_path / "sn", g_spectral_norm=True)
     exported, _ = load_generator(source)
     G, _, G_ema, _, _ = init_networks(source, dcgan, "dcgan-fashion-mnist")

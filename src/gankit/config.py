@@ -189,6 +189,11 @@ class TrainConfig(_Section):
     g_lr: float = Field(2.0e-4, gt=0.0)
     d_lr: float = Field(2.0e-4, gt=0.0)
     betas: tuple[float, float] = (0.5, 0.999)  # adam only
+    # Learning-rate decay (training/lr_schedule.py): constant, or linear from lr_decay_start (a fraction of
+    # the run's steps) down to lr_final times the base rates at the last step; applies to every arch
+    lr_schedule: Literal["constant", "linear"] = "constant"
+    lr_decay_start: float = Field(0.3, ge=0.0, lt=1.0)  # the best of 0.3 and 0.5 for the demo (docs/benchmarks.md)
+    lr_final: float = Field(0.0, ge=0.0, le=1.0)
     ema: Optional[float] = Field(0.999, ge=0.0, lt=1.0)  # decay of the EMA generator; null disables
     # The EMA's half-life in thousands of images, StyleGAN2's form (decay 0.5 ** (batch / (ema_kimg * 1000))
     # per step); when set it replaces train.ema's decay, and train.ema must not be null. ema_rampup: the
@@ -216,6 +221,15 @@ class TrainConfig(_Section):
     fade_iters: Optional[int] = Field(None, ge=0)  # fade-in steps at the start of each scale after 4x4
     batch_size_at_scale: Optional[list[int]] = None  # null: batch_size at every scale
     lr_at_scale: Optional[list[float]] = None  # learning rate of G and D per scale; null: g_lr, d_lr
+
+    @model_validator(mode="after")
+    def _decay_keys_need_a_decay(self) -> "TrainConfig":
+        if self.lr_schedule == "constant":
+            unused = _changed(self, ("lr_decay_start", "lr_final"))
+            if unused:
+                raise ValueError(f"{', '.join('train.' + k for k in unused)}: read by train.lr_schedule linear "
+                                 "only (set train.lr_schedule=linear, or leave them out)")
+        return self
 
     @field_validator("betas", mode="before")
     @classmethod

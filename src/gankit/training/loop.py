@@ -27,6 +27,7 @@ from gankit.models.spectral_norm import plain_state_dict
 from gankit.losses_gdpp import generator_loss_with_gdpp
 from gankit.training import distributed
 from gankit.training.ema import ema_decay, ema_decay_from_half_life, make_ema, update_ema
+from gankit.training.lr_schedule import lr_factor, set_learning_rate
 from gankit.training.precision import Precision
 from gankit.training.progressive import Growth
 from gankit.viz.grid import save_grid, save_scatter, to_uint8
@@ -351,6 +352,11 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
             while step < total_steps:
                 # Progressive GAN: stage, alpha, batch size and learning rates for this step.
                 progress = growth.begin_step(step, (G, D, G_ema), (opt_g, opt_d)) if growth else None
+                if tcfg.lr_schedule != "constant":  # the decay scales the step's base rates (pgan's per scale)
+                    factor = lr_factor(tcfg, step, total_steps)
+                    set_learning_rate(opt_g, factor * (progress.g_lr if progress else tcfg.g_lr))
+                    set_learning_rate(opt_d, factor * (progress.d_lr if progress else tcfg.d_lr))
+                    sums["lr_factor"], counts["lr_factor"] = torch.tensor(factor, device=device), 1
                 G_run, D_run, D_for_g = parallel.modules(progress)
 
                 # Discriminator updates.
