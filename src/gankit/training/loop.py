@@ -320,6 +320,8 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
             return
         elapsed = time.perf_counter() - interval_start
         values = {k: v.item() / counts[k] for k, v in sums.items()}
+        if tcfg.lr_schedule != "constant":  # the factor the last update (step - 1) used, derived from the step
+            values["lr_factor"] = lr_factor(tcfg, step - 1, total_steps)
         record = {"step": step, "images_seen": images_seen, **values,
                   "img_per_s": interval_images / max(elapsed, 1e-9), "time": time.time()}
         with open(run_dir / "stats.jsonl", "a") as f:
@@ -356,7 +358,6 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
                     factor = lr_factor(tcfg, step, total_steps)
                     set_learning_rate(opt_g, factor * (progress.g_lr if progress else tcfg.g_lr))
                     set_learning_rate(opt_d, factor * (progress.d_lr if progress else tcfg.d_lr))
-                    sums["lr_factor"], counts["lr_factor"] = torch.tensor(factor, device=device), 1
                 G_run, D_run, D_for_g = parallel.modules(progress)
 
                 # Discriminator updates.

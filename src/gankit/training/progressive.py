@@ -6,6 +6,7 @@ import torch
 
 from gankit.config import Config
 from gankit.models.pgan import real_for_stage
+from gankit.training.lr_schedule import set_learning_rate
 from gankit.training.schedule import Progress, Schedule, run_length
 
 
@@ -28,10 +29,8 @@ class Growth:
             if net is not None:
                 net.set_progress(progress.stage, progress.alpha)
         opt_g, opt_d = optimizers
-        for group in opt_g.param_groups:
-            group["lr"] = progress.g_lr
-        for group in opt_d.param_groups:
-            group["lr"] = progress.d_lr
+        set_learning_rate(opt_g, progress.g_lr)
+        set_learning_rate(opt_d, progress.d_lr)
         return progress
 
     @staticmethod
