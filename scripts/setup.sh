@@ -22,6 +22,17 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
 # torch first, pinned: the project's own dependencies accept any recent torch.
-.venv/bin/python -c "import torch, torchvision" 2>/dev/null || pip install torch==2.14.1 torchvision==0.29.1
-if [ "$with_tests" = 1 ]; then pip install -e ".[test]"; else pip install -e .; fi
-echo "setup: done ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"
+# (Looked up, not imported: importing them takes seconds, and the first command imports them anyway.)
+has_torch='import importlib.util as u, sys; sys.exit(not (u.find_spec("torch") and u.find_spec("torchvision")))'
+.venv/bin/python -c "$has_torch" 2>/dev/null || pip install torch==2.14.1 torchvision==0.29.1
+# gankit itself, editable: reinstalled only when pyproject.toml changed since the last install of this kind
+# (a test install serves both), since pip takes ~15 s to find that nothing needs doing.
+stamp=.venv/.gankit-installed
+project_hash=$(sha256sum pyproject.toml | cut -d' ' -f1)
+installed() { [ -f "$stamp" ] && grep -qxF "$project_hash $1" "$stamp" && .venv/bin/python -c "import gankit" 2>/dev/null; }
+if [ "$with_tests" = 1 ]; then
+  installed test || { pip install -e ".[test]" && echo "$project_hash test" >>"$stamp"; }
+else
+  installed test || installed plain || { pip install -e . && echo "$project_hash plain" >>"$stamp"; }
+fi
+echo "setup: done ($(.venv/bin/python -c 'from importlib.metadata import version; print("torch", version("torch"))'))"

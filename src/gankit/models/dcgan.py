@@ -9,6 +9,7 @@ from torch import nn
 
 from gankit.models.conditioning import (ConditionalBatchNorm2d, ConditionalSequential, DiscriminatorHead,
                                         LabelEmbedding, cycling_labels, require_labels)
+from gankit.models.dense_conv import DenseConv2d, DenseConvTranspose2d
 
 
 def _num_doublings(resolution: int) -> int:
@@ -59,7 +60,7 @@ class DCGANGenerator(nn.Module):
         feats = [width * 2 ** (doublings - 1 - i) for i in range(doublings)]  # e.g. 256, 128, 64
         in_dim = z_dim + (label_embed_dim if concat else 0)
         layers: list[nn.Module] = [
-            nn.ConvTranspose2d(in_dim, feats[0], 4, 1, 0, bias=False),  # 1x1 -> 4x4
+            DenseConvTranspose2d(in_dim, feats[0], 4, 1, 0, bias=False),  # 1x1 -> 4x4
             norm(feats[0]),
             nn.ReLU(inplace=True),
         ]
@@ -106,10 +107,10 @@ class DCGANDiscriminator(nn.Module):
         for cin, cout in zip(feats[:-1], feats[1:]):
             layers += [nn.Conv2d(cin, cout, 4, 2, 1, bias=norm == "none")]
             layers += _norm(norm, cout) + [nn.LeakyReLU(0.2, inplace=True)]
-        score = nn.Conv2d(feats[-1], 1, 4, 1, 0)  # 4x4 -> one logit
+        score = DenseConv2d(feats[-1], 1, 4, 1, 0)  # 4x4 -> one logit
         self.head = None
         if num_classes:
-            classifier = nn.Conv2d(feats[-1], num_classes, 4, 1, 0) if conditioning == "acgan" else None
+            classifier = DenseConv2d(feats[-1], num_classes, 4, 1, 0) if conditioning == "acgan" else None
             self.net = nn.Sequential(*layers)
             self.head = DiscriminatorHead(conditioning, num_classes, feats[-1] * 16, score, classifier)
         else:
