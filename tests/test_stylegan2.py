@@ -246,13 +246,17 @@ def test_training_runs_every_regularizer_and_tracks_w_avg(tmp_path, run_cli):
     assert torch.equal(G.w_avg, w_avg)
 
 
-@needs_fashion_mnist
-def test_resume_is_bit_identical_with_ada_and_every_regularizer(tmp_path, run_cli):
+# Lazy R1 and path length on every third step, ADA at a fixed p: what the resume tests run.
+EVERY_REGULARIZER = ["loss.r1_gamma=1.0", "loss.reg_every=3", "loss.pl_weight=2.0", "loss.pl_every=3",
+                     "train.ema_kimg=0.1", "train.ema_rampup=0.05", "augment.policy=ada", "augment.p=0.3",
+                     "augment.interval=3", "augment.speed_images=1000"]
+
+
+def assert_resume_is_bit_identical(tmp_path, run_cli, extra: list[str]):
+    """Trains 8 steps straight and 4 + 4 with a resume between; every part of the two training states and
+    the two exports must be identical. Returns (straight run, split run, the straight run's last state)."""
     from test_training import assert_same_tensors
 
-    extra = [*TINY_STYLEGAN2, "loss.r1_gamma=1.0", "loss.reg_every=3", "loss.pl_weight=2.0", "loss.pl_every=3",
-             "train.ema_kimg=0.1", "train.ema_rampup=0.05", "augment.policy=ada", "augment.p=0.3",
-             "augment.interval=3", "augment.speed_images=1000"]
     straight, split = tmp_path / "straight", tmp_path / "split"
     assert run_cli(*tiny_train_args(straight, steps=8, extra=extra))[0] == 0
     assert run_cli(*tiny_train_args(split, steps=4, extra=extra))[0] == 0
@@ -263,6 +267,12 @@ def test_resume_is_bit_identical_with_ada_and_every_regularizer(tmp_path, run_cl
         assert_same_tensors(a[key], b[key], key)
     assert a["path_length"]["mean"].item() > 0 and a["augment"] is not None
     assert (straight / "generator.safetensors").read_bytes() == (split / "generator.safetensors").read_bytes()
+    return straight, split, a
+
+
+@needs_fashion_mnist
+def test_resume_is_bit_identical_with_ada_and_every_regularizer(tmp_path, run_cli):
+    assert_resume_is_bit_identical(tmp_path, run_cli, [*TINY_STYLEGAN2, *EVERY_REGULARIZER])
 
 
 @needs_fashion_mnist
@@ -298,7 +308,7 @@ def test_two_processes_follow_one_process(tmp_path):
 @pytest.mark.parametrize("settings, message", [
     (["data.resolution=8"], "data.resolution 8 is not supported by stylegan2"),
     (["data.resolution=24"], "data.resolution 24 is not supported by stylegan2"),
-    (["model.conditioning=projection"], "not supported by model.arch stylegan2"),
+    (["model.conditioning=acgan"], "not supported by model.arch stylegan2: use projection"),
     (["model.d_spectral_norm=true"], "not supported by model.arch stylegan2"),
     (["train.ema=null", "train.ema_kimg=10.0"], "train.ema_kimg"),
     (["train.ema_kimg=null"], "train.ema_rampup applies with train.ema_kimg"),  # the preset has a ramp-up

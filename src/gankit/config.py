@@ -100,7 +100,8 @@ class ModelConfig(_Section):
     # class-conditional models (docs/conditional.md): how D uses the label. projection: <embed(y), phi(x)>
     # added to D's score (Miyato & Koyama 2018); acgan: an auxiliary classifier head (Odena et al. 2017);
     # concat: a label embedding joined to D's input (Mirza & Osindero 2014). G: class-conditional batch norm
-    # (dcgan with projection or acgan), else the label embedding concatenated to z.
+    # (dcgan with projection or acgan), else the label embedding concatenated to z. stylegan2: projection
+    # only, StyleGAN2-ADA's form (the label embedded into G's mapping network and mapped for D's projection).
     conditioning: Literal["none", "projection", "acgan", "concat"] = "none"
     label_embed_dim: int = Field(32, ge=1, le=4096)  # concat (and mlp's G): size of the label embedding
     # stylegan2 only (docs/stylegan2.md): widths min(channel_base / resolution, channel_max) as in NVIDIA's
@@ -135,10 +136,14 @@ class ModelConfig(_Section):
         return self
 
     @model_validator(mode="after")
-    def _conditioning_needs_dcgan_or_mlp(self) -> "ModelConfig":
-        if self.conditioning != "none" and self.arch in ("pgan", "stylegan2"):
-            raise ValueError(f"model.conditioning {self.conditioning} is not supported by model.arch {self.arch}: use "
-                             "dcgan or mlp, or set model.conditioning none")
+    def _conditioning_supported_by_arch(self) -> "ModelConfig":
+        if self.conditioning != "none" and self.arch == "pgan":
+            raise ValueError(f"model.conditioning {self.conditioning} is not supported by model.arch pgan: use "
+                             "dcgan, mlp or stylegan2, or set model.conditioning none")
+        if self.conditioning not in ("none", "projection") and self.arch == "stylegan2":
+            # StyleGAN2-ADA's conditioning: labels mapped into G's mapping network and projected in D
+            raise ValueError(f"model.conditioning {self.conditioning} is not supported by model.arch stylegan2: use "
+                             "projection (StyleGAN2-ADA's conditional form) or none")
         return self
 
 

@@ -145,11 +145,19 @@ def with_truncation(generator: torch.nn.Module, psi: float | None) -> torch.nn.M
 
 @torch.no_grad()
 def map_latents(generator: torch.nn.Module, z: torch.Tensor, device: torch.device, psi: float | None = None,
-                batch_size: int = 256) -> torch.Tensor:
+                batch_size: int = 256, label: int | None = None) -> torch.Tensor:
     """A StyleGAN2 generator's styles ws [N, num_ws, w_dim] (float, CPU) for CPU latents [N, z_dim], truncated
-    at psi (None: not truncated)."""
+    at psi (None: not truncated). A conditional generator maps every latent with class `label`, or without
+    one the classes in turn (0, 1, ..., K-1, 0, ...), as it renders without labels."""
     psi = 1.0 if psi is None else float(psi)
-    return torch.cat([generator.mapping(chunk.to(device), psi).float().cpu() for chunk in z.split(batch_size)])
+    num_classes = getattr(generator, "num_classes", 0)
+    if not num_classes:
+        labels = [None] * len(z.split(batch_size))
+    else:
+        labels = torch.arange(len(z)) % num_classes if label is None else torch.full((len(z),), label)
+        labels = labels.split(batch_size)
+    return torch.cat([generator.mapping(chunk.to(device), psi, labels=None if y is None else y.to(device)).float().cpu()
+                      for chunk, y in zip(z.split(batch_size), labels)])
 
 
 @torch.no_grad()

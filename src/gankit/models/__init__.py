@@ -43,7 +43,8 @@ def _build_generator(model: ModelConfig, data: DataConfig) -> nn.Module:
         from gankit.models.stylegan2 import StyleGAN2Generator
 
         return StyleGAN2Generator(model.z_dim, model.w_dim, data.resolution, data.channels, model.channel_base,
-                                  model.channel_max, model.mapping_layers, model.mapping_lr, model.style_mixing)
+                                  model.channel_max, model.mapping_layers, model.mapping_lr, model.style_mixing,
+                                  num_classes(model, data))
     if model.arch == "pgan":
         from gankit.models.pgan import PGANGenerator
 
@@ -72,7 +73,7 @@ def _build_discriminator(model: ModelConfig, data: DataConfig, norm: str) -> nn.
         from gankit.models.stylegan2 import StyleGAN2Discriminator
 
         return StyleGAN2Discriminator(data.resolution, data.channels, model.channel_base, model.channel_max,
-                                      model.mbstd_group)
+                                      model.mbstd_group, num_classes(model, data))
     if model.arch == "pgan":
         from gankit.models.pgan import PGANDiscriminator
 

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gankit.models.conditioning import class_weights, cycling_labels, require_labels
 from gankit.models.fir import conv_down, conv_up, fir_filter, upsample2d
 from gankit.models.layers import minibatch_stddev
 
@@ -59,28 +60,51 @@ class FullyConnected(nn.Module):
 
 class MappingNetwork(nn.Module):
     """z -> w (normalized z, `layers` fully connected layers with a learning-rate multiplier), broadcast to
-    `num_ws` copies; tracks the average w (w_avg, a buffer) while training, for truncation."""
+    `num_ws` copies (None: one w per sample); tracks the average w (w_avg, a buffer) while training, for
+    truncation, unless `track_w_avg` is off.
 
-    def __init__(self, z_dim: int, w_dim: int, num_ws: int, layers: int = 8, lr_multiplier: float = 0.01,
-                 w_avg_beta: float = 0.995):
+    num_classes > 0 (StyleGAN2-ADA's conditioning): the class weights are embedded by a fully connected layer
+    to w_dim features, normalized like z and joined to it (z_dim 0: the embedding alone, the form of the
+    discriminator's label mapping)."""
+
+    def __init__(self, z_dim: int, w_dim: int, num_ws: int | None, layers: int = 8, lr_multiplier: float = 0.01,
+                 w_avg_beta: float = 0.995, num_classes: int = 0, track_w_avg: bool = True):
         super().__init__()
-        self.num_ws, self.w_avg_beta = num_ws, w_avg_beta
-        features = [z_dim] + [w_dim] * layers
+        self.z_dim, self.num_ws, self.w_avg_beta, self.num_classes = z_dim, num_ws, w_avg_beta, num_classes
+        self.embed = FullyConnected(num_classes, w_dim) if num_classes else None
+        features = [z_dim + (w_dim if num_classes else 0)] + [w_dim] * layers
         self.layers = nn.ModuleList(FullyConnected(a, b, activation=True, lr_multiplier=lr_multiplier)
                                     for a, b in zip(features[:-1], features[1:]))
-        self.register_buffer("w_avg", torch.zeros(w_dim))
+        if track_w_avg:
+            self.register_buffer("w_avg", torch.zeros(w_dim))
+        else:
+            self.w_avg = None
 
-    def forward(self, z: torch.Tensor, truncation_psi: float = 1.0, update_w_avg: bool = False) -> torch.Tensor:
-        z = z.float()
-        x = z * torch.rsqrt(z.square().mean(dim=1, keepdim=True) + 1e-8)  # normalize_2nd_moment
+    def forward(self, z: torch.Tensor | None, truncation_psi: float = 1.0, update_w_avg: bool = False,
+                labels: torch.Tensor | None = None) -> torch.Tensor:
+        """labels: class indices [N] or class weights [N, K], for a conditional mapping (None: classes in turn)."""
+        parts = []
+        if self.z_dim:
+            parts.append(_normalize_2nd_moment(z.float()))
+        if self.embed is not None:
+            if labels is None:
+                labels = cycling_labels(z.shape[0], self.num_classes, z.device)
+            parts.append(_normalize_2nd_moment(self.embed(class_weights(labels, self.num_classes))))
+        elif labels is not None:
+            raise ValueError("this StyleGAN2 mapping network is unconditional")
+        x = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
         for layer in self.layers:
             x = layer(x)
-        if update_w_avg:
+        if update_w_avg and self.w_avg is not None:
             self.w_avg.copy_(x.detach().float().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
-        ws = x.unsqueeze(1).repeat(1, self.num_ws, 1)
+        ws = x if self.num_ws is None else x.unsqueeze(1).repeat(1, self.num_ws, 1)
         if truncation_psi != 1:
             ws = self.w_avg.to(ws.dtype).lerp(ws, truncation_psi)
         return ws
+
+
+def _normalize_2nd_moment(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    return x * torch.rsqrt(x.square().mean(dim=1, keepdim=True) + eps)
 
 
 class ModulatedConv(nn.Module):
@@ -192,14 +216,14 @@ class StyleGAN2Generator(nn.Module):
 
     def __init__(self, z_dim: int, w_dim: int, resolution: int, channels: int, channel_base: int = 32768,
                  channel_max: int = 512, mapping_layers: int = 8, mapping_lr: float = 0.01,
-                 style_mixing: float = 0.9):
+                 style_mixing: float = 0.9, num_classes: int = 0):
         super().__init__()
-        self.z_dim, self.w_dim, self.resolution = z_dim, w_dim, resolution
+        self.z_dim, self.w_dim, self.resolution, self.num_classes = z_dim, w_dim, resolution, num_classes
         self.style_mixing = style_mixing
         self.batch_share = (0, 1)
         self.synthesis = SynthesisNetwork(w_dim, resolution, channels, channel_base, channel_max)
         self.num_ws = self.synthesis.num_ws
-        self.mapping = MappingNetwork(z_dim, w_dim, self.num_ws, mapping_layers, mapping_lr)
+        self.mapping = MappingNetwork(z_dim, w_dim, self.num_ws, mapping_layers, mapping_lr, num_classes=num_classes)
 
     @property
     def w_avg(self) -> torch.Tensor:
@@ -212,26 +236,30 @@ class StyleGAN2Generator(nn.Module):
             out += [block.resolution] * block.num_conv
         return out + [self.resolution]
 
-    def mix(self, ws: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def mix(self, ws: torch.Tensor, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Style mixing regularization: with probability style_mixing, the styles from a layer drawn
-        uniformly in 1 .. num_ws - 1 on come from another z (one draw per batch, as in NVIDIA's loss)."""
+        uniformly in 1 .. num_ws - 1 on come from another z, of the same class (one draw per batch, as in
+        NVIDIA's loss)."""
         rank, world = self.batch_share
         other_z = torch.randn(z.shape[0] * world, z.shape[1], device=z.device, dtype=z.dtype)[rank::world]
         cutoff = torch.randint(1, self.num_ws, (), device=z.device)
         mixed = torch.rand((), device=z.device) < self.style_mixing
         cutoff = torch.where(mixed, cutoff, torch.full_like(cutoff, self.num_ws))
         take_other = (torch.arange(self.num_ws, device=z.device) >= cutoff)[None, :, None]
-        return torch.where(take_other, self.mapping(other_z), ws)
+        return torch.where(take_other, self.mapping(other_z, labels=labels), ws)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None, truncation_psi: float = 1.0,
                 noise_mode: str | None = None, return_ws: bool = False):
-        """noise_mode: random, const (the stored maps) or none; None: random in training, else const.
-        return_ws: also return the styles used [N, num_ws, w_dim] (path-length regularization)."""
-        if labels is not None:
+        """labels (conditional): class indices [N] or weights [N, K], None: classes in turn; an unconditional
+        G refuses them. noise_mode: random, const (the stored maps) or none; None: random in training, else
+        const. return_ws: also return the styles used [N, num_ws, w_dim] (path-length regularization)."""
+        if labels is not None and not self.num_classes:
             raise ValueError("this StyleGAN2 generator is unconditional")
-        ws = self.mapping(z, truncation_psi, update_w_avg=self.training)
+        if self.num_classes and labels is None:
+            labels = cycling_labels(z.shape[0], self.num_classes, z.device)
+        ws = self.mapping(z, truncation_psi, update_w_avg=self.training, labels=labels)
         if self.training and self.style_mixing > 0:
-            ws = self.mix(ws, z)
+            ws = self.mix(ws, z, labels)
         return self.synthesize(ws, noise_mode, return_ws)
 
     def synthesize(self, ws: torch.Tensor, noise_mode: str | None = None, return_ws: bool = False):
@@ -280,8 +308,13 @@ class DiscriminatorBlock(nn.Module):
 
 
 class StyleGAN2Discriminator(nn.Module):
+    """num_classes > 0: StyleGAN2-ADA's conditional form, a projection: the labels go through a mapping network
+    of their own (embedding and `mapping_layers` layers, no z) to a vector cmap, the last layer gives cmap_dim
+    features instead of one score, and the score is <features, cmap> / sqrt(cmap_dim). cmap_dim is the 4x4
+    width, as in NVIDIA's networks."""
+
     def __init__(self, resolution: int, channels: int, channel_base: int = 32768, channel_max: int = 512,
-                 mbstd_group: int = 4):
+                 mbstd_group: int = 4, num_classes: int = 0, mapping_layers: int = 8, mapping_lr: float = 0.01):
         super().__init__()
         widths = layer_widths(resolution, channel_base, channel_max)
         resolutions = sorted(widths, reverse=True)[:-1]  # resolution .. 8
@@ -292,14 +325,20 @@ class StyleGAN2Discriminator(nn.Module):
         c = widths[4]
         self.conv = ConvLayer(c + 1, c, 3)
         self.fc = FullyConnected(c * 16, c, activation=True)
-        self.out = FullyConnected(c, 1)
+        self.num_classes, self.cmap_dim = num_classes, c if num_classes else 0
+        self.out = FullyConnected(c, self.cmap_dim or 1)
+        self.mapping = (MappingNetwork(0, c, None, mapping_layers, mapping_lr, num_classes=num_classes,
+                                       track_w_avg=False) if num_classes else None)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        if labels is not None:
+        if self.mapping is None and labels is not None:
             raise ValueError("this StyleGAN2 discriminator is unconditional")
         for block in self.blocks:
             x = block(x)
         x = minibatch_stddev(x, self.mbstd_group)
         x = self.conv(x)
-        x = self.fc(x.flatten(1))
-        return self.out(x).squeeze(1)
+        x = self.out(self.fc(x.flatten(1)))
+        if self.mapping is None:
+            return x.squeeze(1)
+        cmap = self.mapping(None, labels=require_labels(labels, "discriminator")).to(x.dtype)
+        return (x * cmap).sum(dim=1) * (1 / math.sqrt(self.cmap_dim))

@@ -406,7 +406,7 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
                         g_loss, g_stats = losses.generator_loss(config.loss, D_for_g, fake, augment, fake_labels)
                     if path_length is not None and step % config.loss.pl_every == 0:
                         g_loss = g_loss + path_length_term(path_length, G_run, config, replica, fake.shape[0],
-                                                           device, precision, g_stats)
+                                                           device, precision, g_stats, num_classes)
                 opt_g.zero_grad(set_to_none=True)
                 precision.update(precision.g_scaler, g_loss, opt_g, G.parameters(), tcfg.g_grad_clip)
                 D.requires_grad_(True)
@@ -459,13 +459,16 @@ def train(config: Config, run_dir: Path, resume_from: Path | None = None, device
 
 
 def path_length_term(path_length: losses.PathLength, G_run, config: Config, replica, batch: int,
-                     device: torch.device, precision: Precision, stats: dict) -> torch.Tensor:
+                     device: torch.device, precision: Precision, stats: dict, num_classes: int = 0) -> torch.Tensor:
     """StyleGAN2's lazy path-length term for G's loss: a forward of batch // pl_batch_shrink fresh samples
     (style mixing included, as in NVIDIA's loss), weighted by pl_weight * pl_every; the penalty and the
     running mean go into `stats`. Latents and y are drawn for the global batch, each rank keeping its share."""
     count = max(1, batch // config.loss.pl_batch_shrink)
     z = replica.local_part(torch.randn(count * replica.world_size, config.model.z_dim, device=device))
-    images, ws = G_run(z, return_ws=True)
+    # A conditional G's classes drawn as for the fakes of G's loss (NVIDIA's loss draws them from the data).
+    labels = (replica.local_part(draw_labels(count * replica.world_size, num_classes, device)) if num_classes
+              else None)
+    images, ws = G_run(z, labels, return_ws=True)
     noise = replica.local_part(torch.randn(count * replica.world_size, *images.shape[1:], device=device))
     penalty = path_length(images, ws, precision.penalty_scale(), noise)
     stats["pl"], stats["pl_mean"] = penalty.detach(), path_length.mean.detach()

@@ -162,13 +162,14 @@ def mixed_styles(row_ws: torch.Tensor, column_ws: torch.Tensor, layers: list[int
 
 
 def style_mix_images(generator, rows: int, columns: int, group: str, seed: int, device: torch.device,
-                     psi: float | None = None) -> torch.Tensor:
+                     psi: float | None = None, label: int | None = None) -> torch.Tensor:
     """The style-mixing figure's (rows + 1) x (columns + 1) images, row by row: a grey corner, the column
     sources along the top, the row sources down the left, and mixed_styles(...) in the cells. The sources'
-    latents are seeded_latents((columns + rows, z_dim), seed): the column sources first."""
+    latents are seeded_latents((columns + rows, z_dim), seed): the column sources first. label: a conditional
+    generator's class for every source (None: the classes in turn, map_latents)."""
     from gankit.sampling import map_latents, synthesize
 
-    ws = map_latents(generator, seeded_latents((columns + rows, generator.z_dim), seed), device, psi)
+    ws = map_latents(generator, seeded_latents((columns + rows, generator.z_dim), seed), device, psi, label=label)
     column_ws, row_ws = ws[:columns], ws[columns:]
     layers = style_layers(generator.layer_resolutions(), group)
     column_images = synthesize(generator, column_ws, device)
@@ -182,18 +183,18 @@ def style_mix_images(generator, rows: int, columns: int, group: str, seed: int, 
 
 
 def interpolation_ws(generator, mode: str, steps: int, pairs: int, seed: int, device: torch.device,
-                     psi: float | None = None) -> torch.Tensor:
+                     psi: float | None = None, label: int | None = None) -> torch.Tensor:
     """The w of each image of a W-space picture, [rows, columns, w_dim]: the latents of
     interpolation_latents' endpoints (the same seeds), mapped to W (truncated at psi), then lerp rows or the
-    grid sweep (first half of w along x, second half along y)."""
+    grid sweep (first half of w along x, second half along y). label: as for style_mix_images."""
     from gankit.sampling import map_latents
 
     z_dim = generator.z_dim
     if mode == "grid":
-        corners = map_latents(generator, seeded_latents((2, z_dim), seed), device, psi)[:, 0]
+        corners = map_latents(generator, seeded_latents((2, z_dim), seed), device, psi, label=label)[:, 0]
         return latent_grid(corners[0], corners[1], steps)
     ends = seeded_latents((pairs, 2, z_dim), seed).reshape(pairs * 2, z_dim)
-    ends_w = map_latents(generator, ends, device, psi)[:, 0].reshape(pairs, 2, -1)
+    ends_w = map_latents(generator, ends, device, psi, label=label)[:, 0].reshape(pairs, 2, -1)
     return lerp(ends_w[:, 0], ends_w[:, 1], torch.linspace(0.0, 1.0, steps, dtype=torch.float64))
 
 
@@ -222,7 +223,7 @@ def save_loop_gif(generator, z_dim: int, keys: int, frames_per_segment: int, see
     from gankit.viz.grid import grid_image, to_uint8
 
     if w_space:
-        keys_w = map_latents(generator, seeded_latents((keys, z_dim), seed), device, psi)[:, 0]
+        keys_w = map_latents(generator, seeded_latents((keys, z_dim), seed), device, psi, label=label)[:, 0]
         images = to_uint8(synthesize(generator, loop_latents(keys_w, frames_per_segment, spherical=False), device))
     else:
         latents = loop_latents(seeded_latents((keys, z_dim), seed), frames_per_segment, spherical)
@@ -329,16 +330,21 @@ def interpolate_command(args) -> int:
     if not in_w:  # each image's w is truncated; in W the endpoints' ws are (map_latents)
         generator = with_truncation(generator, psi)
     out.parent.mkdir(parents=True, exist_ok=True)
+    w_label = None  # in W a conditional StyleGAN2 maps every latent with the one --class given
+    if in_w and chosen:
+        if len(chosen) > 1:
+            raise GankitError("in W every latent is mapped with one class: give one --class")
+        w_label = chosen[0]
     if args.mode == "style-mix":
         rows, columns = args.rows or args.pairs, args.cols or args.pairs
-        images = style_mix_images(generator, rows, columns, args.styles or "coarse", args.seed, device, psi)
+        images = style_mix_images(generator, rows, columns, args.styles or "coarse", args.seed, device, psi, w_label)
         path = save_grid(to_uint8(images), out, nrow=columns + 1)
     elif kind == ".gif":
-        label = None if names is None else (chosen[0] if chosen else 0)
+        label = None if names is None else (chosen[0] if chosen else None if in_w else 0)
         path = save_loop_gif(generator, z_dim, args.pairs, args.steps, args.seed, args.mode == "slerp", device, out,
                              label, w_space=in_w, psi=psi)
     elif in_w:
-        ws = interpolation_ws(generator, args.mode, args.steps, args.pairs, args.seed, device, psi)
+        ws = interpolation_ws(generator, args.mode, args.steps, args.pairs, args.seed, device, psi, w_label)
         path = save_grid(to_uint8(synthesize(generator, ws.flatten(0, 1), device)), out, nrow=ws.shape[1])
     else:
         labels = None
