@@ -17,8 +17,9 @@ G's loss, G's Adam step, the EMA update. The variants:
     python benchmarks/demo_step.py --threads 1 --rounds 4
 
 Prints first the two dense layers alone (forward and backward at batch 32 in bf16 autocast, channels_last,
-as plain convolutions and as the matrix products), then each variant's median images/s over the rounds
-and its ratio to `before`.
+as plain convolutions and as the matrix products), the small matmuls in bf16 and float32 and leaky ReLU's
+backward with matching and mixed memory formats, then each variant's median images/s over the rounds and
+its ratio to `before`.
 """
 
 from __future__ import annotations
@@ -121,6 +122,38 @@ def time_layers(rounds: int) -> None:
         print(f"{name:14s} forward+backward: convolution {conv:.2f} ms, matmul {dense:.2f} ms (x{conv / dense:.1f})")
 
 
+def median_us(run, rounds: int, repeat: int = 50) -> float:
+    run()
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(repeat):
+            run()
+        times.append((time.perf_counter() - start) / repeat * 1e6)
+    return statistics.median(times)
+
+
+def time_parts(rounds: int) -> None:
+    """Why the changes help: the small matmuls of the dense layers and label lookups in bf16 against float32
+    (forward + backward), and leaky ReLU's backward with the gradient in the activation's memory format
+    against the other one (what the NCHW-order projection made it do)."""
+    for m, k, n in [(BATCH, 100, 2048), (BATCH, 2048, 1), (BATCH, 10, 2048)]:
+        row = []
+        for dtype in (torch.bfloat16, torch.float32):
+            a = torch.randn(m, k, dtype=dtype, requires_grad=True)
+            b = torch.randn(k, n, dtype=dtype, requires_grad=True)
+            upstream = torch.randn(m, n, dtype=dtype)
+            row.append(median_us(lambda: (a @ b).backward(upstream), rounds))
+        print(f"matmul [{m},{k}]x[{k},{n}] forward+backward: bf16 {row[0]:.0f} us, float32 {row[1]:.0f} us "
+              f"(x{row[0] / row[1]:.1f})")
+    x = torch.randn(BATCH, 128, 4, 4, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    same = torch.randn_like(x)  # channels_last, as x
+    mixed = same.contiguous()  # NCHW
+    times = [median_us(lambda g=g: torch.ops.aten.leaky_relu_backward(g, x, 0.2, True), rounds) for g in (same, mixed)]
+    print(f"leaky_relu backward {BATCH}x128x4x4 bf16 channels_last: gradient channels_last {times[0]:.0f} us, "
+          f"NCHW {times[1]:.0f} us (x{times[1] / times[0]:.1f})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
@@ -133,6 +166,7 @@ def main() -> None:
     # Random images stand in for Fashion-MNIST: the step's cost does not depend on the pixels.
     real = (torch.rand(BATCH, 1, 32, 32) * 2 - 1).contiguous(memory_format=torch.channels_last)
     time_layers(args.rounds)
+    time_parts(args.rounds)
     nets = {name: build(changes, config) for name, changes in VARIANTS.items()}
     for n in nets.values():  # warm-up: oneDNN builds its kernels on first use
         for _ in range(10):
