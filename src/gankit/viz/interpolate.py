@@ -329,12 +329,12 @@ def interpolate_command(args) -> int:
     in_w = args.mode == "style-mix" or _space(args, is_stylegan2(generator)) == "w"
     if not in_w:  # each image's w is truncated; in W the endpoints' ws are (map_latents)
         generator = with_truncation(generator, psi)
-    out.parent.mkdir(parents=True, exist_ok=True)
     w_label = None  # in W a conditional StyleGAN2 maps every latent with the one --class given
     if in_w and chosen:
         if len(chosen) > 1:
             raise GankitError("in W every latent is mapped with one class: give one --class")
         w_label = chosen[0]
+    out.parent.mkdir(parents=True, exist_ok=True)
     if args.mode == "style-mix":
         rows, columns = args.rows or args.pairs, args.cols or args.pairs
         images = style_mix_images(generator, rows, columns, args.styles or "coarse", args.seed, device, psi, w_label)
