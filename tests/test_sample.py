@@ -75,3 +75,29 @@ def test_sample_errors(tmp_path, run_cli):
     assert code == 2 and "generator.json" in err
     code, _, err = run_cli("sample", tmp_path / "x.txt")
     assert code == 2 and "neither a run folder" in err
+
+
+@pytest.mark.parametrize("count, channels, nrow, padding", [(7, 1, 3, 2), (16, 3, 4, 2), (5, 3, 8, 2), (1, 1, 1, 0),
+                                                             (3, 1, 1, 0)])
+def test_grids_are_laid_out_as_torchvisions_make_grid(count, channels, nrow, padding):
+    """gankit.viz.grid.tile replaces torchvision's make_grid (whose import costs seconds): the same pixels."""
+    from torchvision.utils import make_grid
+
+    from gankit.viz.grid import tile
+
+    images = torch.randint(1, 256, (count, channels, 5, 6), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(count))
+    expected = make_grid(images, nrow=nrow, padding=padding, pad_value=0)
+    assert torch.equal(tile(images, nrow, padding), expected[:channels])  # make_grid makes grey images RGB
+
+
+def test_training_does_not_import_torchvision():
+    """Start-up time: the training and sampling paths must not pull torchvision (and torch._dynamo with it)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, gankit.cli, gankit.training.loop, gankit.sampling; "
+            "print('torchvision' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"

@@ -29,7 +29,11 @@ def _upsample(cin: int, cout: int, mode: str, bias: bool = False) -> list[nn.Mod
 
 
 def init_dcgan_weights(module: nn.Module) -> None:
-    """The paper's initialization: convolutions N(0, 0.02); normalization scales N(1, 0.02), shifts 0."""
+    """The paper's initialization: convolutions N(0, 0.02); normalization scales N(1, 0.02), shifts 0.
+    Nothing to draw on the meta device (where the export checks build a network for its shapes): there
+    normal_ takes a detour through torch._refs, whose first use imports torch._dynamo (1.5 s)."""
+    if any(p.is_meta for p in module.parameters()):
+        return
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
             nn.init.normal_(m.weight, 0.0, 0.02)

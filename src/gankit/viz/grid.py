@@ -7,7 +7,6 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from torchvision.utils import make_grid
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -15,11 +14,27 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return (images.detach().float() * 127.5 + 128).clamp_(0, 255).to(torch.uint8)
 
 
+def tile(images: torch.Tensor, nrow: int, padding: int = 2) -> torch.Tensor:
+    """[N, C, H, W] as one [C, H', W'] picture, torchvision's make_grid layout with pad_value 0: rows of
+    `nrow` images (the last one short), `padding` pixels of 0 around and between them; one image is itself.
+    Written here because importing torchvision (torch._dynamo with it) costs seconds at every start-up."""
+    count, channels, height, width = images.shape
+    if count == 1:
+        return images[0]
+    columns = min(nrow, count)
+    rows = math.ceil(count / columns)
+    cell_h, cell_w = height + padding, width + padding
+    grid = images.new_zeros(channels, rows * cell_h + padding, columns * cell_w + padding)
+    for k in range(count):
+        top, left = (k // columns) * cell_h + padding, (k % columns) * cell_w + padding
+        grid[:, top:top + height, left:left + width] = images[k]
+    return grid
+
+
 def grid_image(images_uint8: torch.Tensor, nrow: int | None = None, padding: int = 2) -> Image.Image:
     """A PIL image of a uint8 batch [N, C, H, W] laid out in a near-square grid."""
     nrow = nrow or max(1, math.ceil(math.sqrt(len(images_uint8))))
-    grid = make_grid(images_uint8.cpu(), nrow=nrow, padding=padding, pad_value=0)
-    array = grid.permute(1, 2, 0).numpy()
+    array = tile(images_uint8.cpu(), nrow, padding).permute(1, 2, 0).numpy()
     if images_uint8.shape[1] == 1:
         array = array[:, :, 0]
     return Image.fromarray(array)
