@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gankit.models.dense_conv import float32_matmul
+from gankit.models.dense_conv import float32_matmul, is_channels_last
 
 
 def class_weights(labels: torch.Tensor, num_classes: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -116,7 +116,7 @@ class DiscriminatorHead(nn.Module):
         if self.conditioning == "projection":
             weights = class_weights(labels, self.num_classes)
             embedded = float32_matmul(weights, self.embed.weight.t()).view(phi.shape)  # = self.embed(weights)
-            if phi.dim() == 4 and phi.is_contiguous(memory_format=torch.channels_last) and not phi.is_contiguous():
+            if phi.dim() == 4 and is_channels_last(phi):
                 # In phi's memory order, so that phi's gradient is too: a channels_last phi met by an NCHW
                 # gradient sends the backward of D's last activation down a path 10x slower on CPUs.
                 embedded = embedded.contiguous(memory_format=torch.channels_last)

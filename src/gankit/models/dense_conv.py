@@ -34,7 +34,8 @@ def _dense_form(module: nn.Module) -> None:
         raise ValueError(f"{type(module).__name__} needs stride 1, padding 0, dilation 1 and groups 1")
 
 
-def _is_channels_last(t: torch.Tensor) -> bool:
+def is_channels_last(t: torch.Tensor) -> bool:
+    """A 4-D tensor laid out channels_last and not also contiguous (as a 1-channel or 1x1 one can be)."""
     return t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
 
 
@@ -50,7 +51,7 @@ class DenseConvTranspose2d(nn.ConvTranspose2d):
             return super().forward(x, output_size)
         n, (kh, kw) = x.shape[0], self.kernel_size
         weight = self.weight
-        if _is_channels_last(weight):  # memory order (cin, kh, kw, cout): a free view
+        if is_channels_last(weight):  # memory order (cin, kh, kw, cout): a free view
             out = float32_matmul(x.flatten(1), weight.permute(0, 2, 3, 1).reshape(self.in_channels, -1))
             out = out.view(n, kh, kw, self.out_channels).permute(0, 3, 1, 2)
         else:
@@ -71,7 +72,7 @@ class DenseConv2d(nn.Conv2d):
         if x.dim() != 4 or tuple(x.shape[-2:]) != tuple(self.kernel_size):
             return super().forward(x)
         n, weight = x.shape[0], self.weight
-        if _is_channels_last(x):  # contract in (kh, kw, cin) order: x's view is free, the weight's small
+        if is_channels_last(x):  # contract in (kh, kw, cin) order: x's view is free, the weight's small
             flat_x = x.permute(0, 2, 3, 1).reshape(n, -1)
             flat_w = weight.permute(0, 2, 3, 1).reshape(self.out_channels, -1)
         else:

@@ -255,8 +255,7 @@ class StyleGAN2Generator(nn.Module):
         const. return_ws: also return the styles used [N, num_ws, w_dim] (path-length regularization)."""
         if labels is not None and not self.num_classes:
             raise ValueError("this StyleGAN2 generator is unconditional")
-        if self.num_classes and labels is None:
-            labels = cycling_labels(z.shape[0], self.num_classes, z.device)
+        # Without labels the mapping takes the classes in turn, for z and for style mixing's second z alike.
         ws = self.mapping(z, truncation_psi, update_w_avg=self.training, labels=labels)
         if self.training and self.style_mixing > 0:
             ws = self.mix(ws, z, labels)
