@@ -327,12 +327,17 @@ def test_stylegan2_keys_on_another_arch_are_refused(setting):
 
 
 def test_presets_build():
-    for preset in ("stylegan2-fashion-mnist", "stylegan2-anime-64-ada", "stylegan2-ffhq-256-ada"):
+    for preset in ("stylegan2-anime-64-ada", "stylegan2-ffhq-256-ada"):  # config F for GPUs
         config = load(preset)
         assert config.model.arch == "stylegan2" and config.loss.pl_weight == 2.0 and config.loss.reg_every == 16
+        assert config.model.style_mixing == 0.9 and config.model.conditioning == "none"
+    # the CPU recipe (docs/stylegan2.md): class-conditional, lazy R1 only, no style mixing regularization
     config = load("stylegan2-fashion-mnist")
+    assert (config.loss.pl_weight, config.model.style_mixing, config.loss.r1_gamma) == (0.0, 0.0, 20.0)
     G, D = build_generator(config.model, config.data), build_discriminator(config.model, config.data, "none")
-    assert G(torch.randn(2, 512)).shape == (2, 1, 32, 32) and D(torch.zeros(4, 1, 32, 32)).shape == (4,)
+    assert G.num_classes == 10 and D.num_classes == 10
+    labels = torch.tensor([0, 9, 3, 3])
+    assert G(torch.randn(4, 512), labels).shape == (4, 1, 32, 32) and D(torch.zeros(4, 1, 32, 32), labels).shape == (4,)
 
 
 def test_resampling_of_bf16_runs_in_float32_on_the_cpu():
