@@ -19,14 +19,10 @@ rather than retrained, an unfinished one continues. `--set KEY=VALUE` (repeatabl
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-from gankit_runs import gankit_command, score
+from gankit_runs import comma_choices, gankit_command, last_stats, score, train_runs
 
 # The overrides that select each policy; everything else is the preset's recipe.
 POLICIES = {
@@ -46,37 +42,9 @@ def train_command(preset: str, folder: Path, images: int, policy: str, steps: in
     return gankit_command("train", preset, "--out", str(folder), *[a for o in overrides for a in ("--set", o)])
 
 
-def train_all(commands: dict[Path, list[str]], jobs: int) -> dict[Path, float]:
-    """Runs the training commands, `jobs` at a time (one thread each when more than one); wall seconds each."""
-    env = dict(os.environ)
-    if jobs > 1:  # two cores: one thread per run beats two runs fighting over two threads each
-        env["OMP_NUM_THREADS"] = "1"
-    pending, running, seconds = list(commands.items()), [], {}
-    while pending or running:
-        while pending and len(running) < jobs:
-            folder, command = pending.pop(0)
-            log = open(folder.parent / f"{folder.name}.train.log", "w")
-            running.append((folder, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env), log,
-                            time.perf_counter()))
-        time.sleep(0.5)
-        for entry in list(running):
-            folder, process, log, started = entry
-            if process.poll() is None:
-                continue
-            running.remove(entry)
-            log.close()
-            if process.returncode != 0:
-                sys.exit(f"training {folder} failed with exit code {process.returncode}; "
-                         f"see {folder.parent / (folder.name + '.train.log')}")
-            seconds[folder] = time.perf_counter() - started
-            print(f"trained {folder} in {seconds[folder] / 60:.1f} min", flush=True)
-    return seconds
-
-
 def final_p(folder: Path) -> float | None:
     """ADA's augmentation probability in the run's last stats record (None for the other policies)."""
-    lines = (folder / "stats.jsonl").read_text().splitlines()
-    return json.loads(lines[-1]).get("augment_p") if lines else None
+    return last_stats(folder).get("augment_p")
 
 
 def main(argv=None) -> int:
@@ -92,10 +60,7 @@ def main(argv=None) -> int:
     parser.add_argument("--reuse", action="store_true", help="only score the runs already in --out")
     args = parser.parse_args(argv)
     images = [int(n) for n in args.images.split(",")]
-    policies = args.policies.split(",")
-    unknown = [p for p in policies if p not in POLICIES]
-    if unknown:
-        parser.error(f"unknown policy {', '.join(unknown)}; choose from {', '.join(POLICIES)}")
+    policies = comma_choices(parser, args.policies, POLICIES, "policy")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     folders = {(n, p): out / f"{n}-{p}" for n in images for p in policies}
@@ -103,7 +68,7 @@ def main(argv=None) -> int:
     if not args.reuse:
         commands = {folder: train_command(args.preset, folder, n, p, args.steps, args.overrides)
                     for (n, p), folder in folders.items()}
-        seconds = train_all(commands, args.jobs)
+        seconds = train_runs(commands, args.jobs)
     fd = {key: score(folder)["fd_fmnist"] for key, folder in folders.items()}
     print(f"\n{args.preset}, {args.steps} steps, fd_fmnist (10,000 samples against the test set; lower is better)")
     print("| training images | policy | fd_fmnist | ratio to none | final p | train min |")

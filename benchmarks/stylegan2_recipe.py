@@ -18,21 +18,16 @@ one thread each, so that every candidate shares the machine the same way.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-from gankit_runs import gankit_command, score
+from gankit_runs import STYLEGAN2_CONFIG_F, comma_choices, gankit_command, last_stats, score, train_runs
 
-CONFIG_F = ["model.conditioning=none", "train.grid_size=64", "loss.r1_gamma=0.01", "loss.pl_weight=2.0",
-            "model.style_mixing=0.9", "train.precision=fp32", "train.channels_last=false"]
+CONFIG_F = [*STYLEGAN2_CONFIG_F, "train.precision=fp32"]
 BF16 = ["train.precision=bf16", "train.channels_last=true"]
 NO_PL_NO_MIXING = ["loss.pl_weight=0", "model.style_mixing=0"]  # NVIDIA's cifar config leaves both out
 LABELS = ["model.conditioning=projection", "train.grid_size=100"]
+LABELLED = [*CONFIG_F, *BF16, *NO_PL_NO_MIXING, *LABELS]  # the candidate "labels"; the later ones build on it
 DOUBLE_LR = ["train.g_lr=4e-3", "train.d_lr=4.7e-3"]
 
 # name: the overrides of the preset (later ones win)
@@ -40,14 +35,14 @@ CANDIDATES = {
     "config-f": CONFIG_F,
     "bf16": [*CONFIG_F, *BF16],
     "no-pl": [*CONFIG_F, *BF16, *NO_PL_NO_MIXING],
-    "labels": [*CONFIG_F, *BF16, *NO_PL_NO_MIXING, *LABELS],
-    "labels-decay": [*CONFIG_F, *BF16, *NO_PL_NO_MIXING, *LABELS, "train.lr_schedule=linear"],  # steps: below
-    "gamma-0.1": [*CONFIG_F, *BF16, *NO_PL_NO_MIXING, *LABELS, "loss.r1_gamma=0.1"],
-    "gamma-0.1-wide": [*CONFIG_F, *BF16, *NO_PL_NO_MIXING, *LABELS, "loss.r1_gamma=0.1", "model.channel_base=1024"],
-    "gamma-1": [*CONFIG_F, *BF16, *NO_PL_NO_MIXING, *LABELS, "loss.r1_gamma=1.0"],
-    "gamma-1-lr2": [*CONFIG_F, *BF16, *NO_PL_NO_MIXING, *LABELS, "loss.r1_gamma=1.0", *DOUBLE_LR],
-    "gamma-5": [*CONFIG_F, *BF16, *NO_PL_NO_MIXING, *LABELS, "loss.r1_gamma=5.0"],
-    "gamma-5-lr2": [*CONFIG_F, *BF16, *NO_PL_NO_MIXING, *LABELS, "loss.r1_gamma=5.0", *DOUBLE_LR],
+    "labels": LABELLED,
+    "labels-decay": [*LABELLED, "train.lr_schedule=linear"],  # steps: below
+    "gamma-0.1": [*LABELLED, "loss.r1_gamma=0.1"],
+    "gamma-0.1-wide": [*LABELLED, "loss.r1_gamma=0.1", "model.channel_base=1024"],
+    "gamma-1": [*LABELLED, "loss.r1_gamma=1.0"],
+    "gamma-1-lr2": [*LABELLED, "loss.r1_gamma=1.0", *DOUBLE_LR],
+    "gamma-5": [*LABELLED, "loss.r1_gamma=5.0"],
+    "gamma-5-lr2": [*LABELLED, "loss.r1_gamma=5.0", *DOUBLE_LR],
     "shipped": [],  # = labels with loss.r1_gamma=20 (precision auto: bf16 on this CPU)
 }
 # The linear decay needs the run's length in steps: the number a candidate reaches in --seconds here.
@@ -61,38 +56,6 @@ def train_command(folder: Path, overrides: list[str], seconds: float, name: str)
                           *[a for o in overrides for a in ("--set", o)])
 
 
-def train_for(commands: dict[str, tuple[Path, list[str]]], seconds: float, jobs: int) -> None:
-    """Runs the commands `jobs` at a time, each stopped by SIGTERM after `seconds` (it saves and exits)."""
-    env = dict(os.environ)
-    if jobs > 1:
-        env["OMP_NUM_THREADS"] = "1"
-    pending, running = list(commands.items()), []
-    while pending or running:
-        while pending and len(running) < jobs:
-            name, (folder, command) = pending.pop(0)
-            log = open(folder.parent / f"{folder.name}.train.log", "w")
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-            running.append({"name": name, "process": process, "log": log, "deadline": time.perf_counter() + seconds})
-        time.sleep(0.5)
-        for job in list(running):
-            process = job["process"]
-            if process.poll() is None:
-                if job["deadline"] is not None and time.perf_counter() > job["deadline"]:
-                    process.send_signal(signal.SIGTERM)  # once: the loop saves, then exits with 143
-                    job["deadline"] = None
-                continue
-            running.remove(job)
-            job["log"].close()
-            if process.returncode not in (0, 128 + signal.SIGTERM):
-                sys.exit(f"training {job['name']} failed with exit code {process.returncode}; see {job['log'].name}")
-            print(f"trained {job['name']}", flush=True)
-
-
-def last_record(folder: Path) -> dict:
-    lines = (folder / "stats.jsonl").read_text().splitlines()
-    return json.loads(lines[-1]) if lines else {}
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default=",".join(CANDIDATES), help="comma-separated candidates")
@@ -101,10 +64,7 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once (one thread each when > 1)")
     parser.add_argument("--reuse", action="store_true", help="only score the runs already in --out")
     args = parser.parse_args(argv)
-    names = args.only.split(",")
-    unknown = [n for n in names if n not in CANDIDATES]
-    if unknown:
-        parser.error(f"unknown candidate {', '.join(unknown)}; choose from {', '.join(CANDIDATES)}")
+    names = comma_choices(parser, args.only, CANDIDATES, "candidate")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     folders = {name: out / name for name in names}
@@ -112,15 +72,15 @@ def main(argv=None) -> int:
         for folder in folders.values():
             if folder.exists():
                 sys.exit(f"{folder} exists: remove it, or pass --reuse to score it")
-        train_for({name: (folders[name], train_command(folders[name], CANDIDATES[name], args.seconds, name))
-                   for name in names}, args.seconds, args.jobs)
+        train_runs({folders[name]: train_command(folders[name], CANDIDATES[name], args.seconds, name)
+                    for name in names}, args.jobs, stop_after=args.seconds)
     fd = {name: score(folder)["fd_fmnist"] for name, folder in folders.items()}
     print(f"\nstylegan2-fashion-mnist candidates, {args.seconds:.0f} s of training each, fd_fmnist (10,000 samples "
           "against the test set; lower is better)")
     print("| candidate | steps | img/s (last interval) | fd_fmnist | ratio to config-f |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for name, folder in folders.items():
-        record = last_record(folder)
+        record = last_stats(folder)
         ratio = f"{fd[name] / fd['config-f']:.2f}" if "config-f" in fd else "-"
         print(f"| {name} | {record.get('step', 0):,} | {record.get('img_per_s', 0):.0f} | {fd[name]:.1f} | {ratio} |")
     return 0

@@ -35,12 +35,11 @@ from torch.utils.flop_counter import flop_registry
 
 from gankit import config as gcfg
 from gankit.data.idx import load_idx_images
+from gankit_runs import STYLEGAN2_CONFIG_F
 
 DCGAN_REFERENCE = ["model.z_dim=100", "model.g_channels=64", "model.d_channels=64", "model.g_upsample=transposed",
                    "model.d_norm=batch", "model.d_spectral_norm=false", "loss.kind=nsgan", "train.n_critic=1",
                    "model.conditioning=none", "train.lr_schedule=constant"]  # the reference is unconditional
-STYLEGAN2_CONFIG_F = ["model.conditioning=none", "train.grid_size=64", "train.channels_last=false",
-                      "loss.pl_weight=2.0", "model.style_mixing=0.9", "loss.r1_gamma=0.01"]
 CASES = {
     # name: (gankit preset, overrides matching the reference, reference loss, n_critic, resolution, batch)
     # The reference's networks are the PyTorch examples' DCGAN (widths 64, z 100, transposed convolutions,
@@ -54,8 +53,7 @@ CASES = {
                "pgan", 1, 32, 32),
     # StyleGAN2 against the plain loop of benchmarks/stylegan2_reference.py (grouped modulated convolutions,
     # fp32, R1 and path length on every step): the CPU preset at 32x32, and at 64x64 with channel_base 1024.
-    # The preset's config F parts are pinned on (its CPU recipe leaves path length and style mixing out and
-    # is class-conditional; the reference is config F, unconditional).
+    # The preset's config F parts are pinned on (the reference is config F, unconditional).
     "stylegan2-32": ("stylegan2-fashion-mnist", STYLEGAN2_CONFIG_F, "stylegan2", 1, 32, 32),
     "stylegan2-64": ("stylegan2-fashion-mnist", ["data.resolution=64", "model.channel_base=1024",
                                                  *STYLEGAN2_CONFIG_F], "stylegan2", 1, 64, 32),
