@@ -12,6 +12,8 @@ G's loss, G's Adam step, the EMA update. The variants:
                  (models/conditioning.py)
     +fused       Adam's fused kernel (train.fused_optimizer, which the preset sets)
     after        all three: what the preset runs now
+    after-fp32   all three, without bf16 autocast: what bf16 itself is worth on this CPU (train.precision fp32)
+    after-nchw   all three, in the default memory format: what channels_last is worth (train.channels_last)
 
     python benchmarks/demo_step.py                   # 2 threads, 8 rounds of 40 steps per variant
     python benchmarks/demo_step.py --threads 1 --rounds 4
@@ -41,7 +43,8 @@ from gankit.training.ema import update_ema
 
 BATCH = 32
 VARIANTS = {"before": set(), "+dense": {"dense"}, "+labels": {"labels"}, "+fused": {"fused"},
-            "after": {"dense", "labels", "fused"}}
+            "after": {"dense", "labels", "fused"},
+            "after-fp32": {"dense", "labels", "fused", "fp32"}, "after-nchw": {"dense", "labels", "fused", "nchw"}}
 
 
 def old_projection(head: DiscriminatorHead, phi: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -72,25 +75,26 @@ def build(changes: set[str], config: gcfg.Config):
             m.forward = lambda phi, labels, m=m: old_projection(m, phi, labels)
         if "labels" not in changes and isinstance(m, ConditionalBatchNorm2d):
             m.forward = lambda x, labels, m=m: old_conditional_norm(m, x, labels)
-    G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+    if "nchw" not in changes:
+        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
     fused = {"fused": True} if "fused" in changes else {}
     opt_g = torch.optim.Adam(G.parameters(), config.train.g_lr, betas=config.train.betas, **fused)
     opt_d = torch.optim.Adam(D.parameters(), config.train.d_lr, betas=config.train.betas, **fused)
     return G, D, copy.deepcopy(G), opt_g, opt_d
 
 
-def train_step(nets, real: torch.Tensor, num_classes: int) -> None:
+def train_step(nets, real: torch.Tensor, num_classes: int, bf16: bool = True) -> None:
     G, D, G_ema, opt_g, opt_d = nets
     real_labels, fake_labels = torch.randint(num_classes, (BATCH,)), torch.randint(num_classes, (BATCH,))
     z = torch.randn(BATCH, G.z_dim)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         fake = G(z, fake_labels)
         d_loss = F.softplus(-D(real, real_labels)).mean() + F.softplus(D(fake.detach(), fake_labels)).mean()
     opt_d.zero_grad(set_to_none=True)
     d_loss.backward()
     opt_d.step()
     D.requires_grad_(False)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         g_loss = F.softplus(-D(fake, fake_labels)).mean()
     opt_g.zero_grad(set_to_none=True)
     g_loss.backward()
@@ -168,23 +172,26 @@ def main() -> None:
     time_layers(args.rounds)
     time_parts(args.rounds)
     nets = {name: build(changes, config) for name, changes in VARIANTS.items()}
-    for n in nets.values():  # warm-up: oneDNN builds its kernels on first use
+    bf16 = {name: "fp32" not in changes for name, changes in VARIANTS.items()}
+    nchw_real = real.contiguous()
+    reals = {name: nchw_real if "nchw" in changes else real for name, changes in VARIANTS.items()}
+    for name, n in nets.items():  # warm-up: oneDNN builds its kernels on first use
         for _ in range(10):
-            train_step(n, real, num_classes)
+            train_step(n, reals[name], num_classes, bf16[name])
     rates: dict[str, list[float]] = {name: [] for name in nets}
     for _ in range(args.rounds):
         for name, n in nets.items():
             start = time.perf_counter()
             for _ in range(args.steps):
-                train_step(n, real, num_classes)
+                train_step(n, reals[name], num_classes, bf16[name])
             rates[name].append(args.steps * BATCH / (time.perf_counter() - start))
     reference = statistics.median(rates["before"])
-    print(f"dcgan-fashion-mnist step, batch {BATCH}, bf16 autocast, channels_last, {args.threads} threads, "
+    print(f"dcgan-fashion-mnist step, batch {BATCH}, bf16 autocast and channels_last (but as named), {args.threads} threads, "
           f"{args.rounds} rounds of {args.steps} steps")
     for name, values in rates.items():
         median = statistics.median(values)
         rounds = ", ".join(f"{v:.0f}" for v in values)
-        print(f"{name:8s} {median:7.1f} img/s  x{median / reference:.3f}  (rounds: {rounds})")
+        print(f"{name:10s} {median:7.1f} img/s  x{median / reference:.3f}  (rounds: {rounds})")
 
 
 if __name__ == "__main__":
